@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// @brief `reactor<Demux>`: the readiness engine every readiness model shares.
+///
+/// Everything about reactors is written once here: the per-fd table of parked
+/// operations, re-running an operation on readiness, cancellation, the retry list of
+/// the cooperative budget, and the cross-thread wake-up (an eventfd watched like any
+/// socket). A readiness model only supplies a `Demux` with add/modify/remove/wait.
+///
+/// A `Demux` has `name`, `edge_triggered`, `available()`, a constructor that throws
+/// `std::system_error` on failure, `add(fd, mask)`, `modify(fd, mask)`, `remove(fd)`
+/// (mask bit 1 = read, 2 = write; each 0 or -errno) and
+/// `wait(timeout, on_ready)`, which calls `on_ready(fd, readable, writable)` per ready fd.
+///
+/// Two interest policies, chosen by `Demux::edge_triggered`:
+/// - level-triggered: interest in a direction is registered when an operation first
+///   parks and kept while operations keep parking (an echo server re-parks its read at
+///   once, so steady state costs no `epoll_ctl`); it is dropped lazily, when the fd
+///   reports ready and nobody waits. The cost is at most one spurious wake-up per
+///   direction after the last operation.
+/// - edge-triggered: both directions are registered once, at `attach`. Each fd keeps a
+///   "may be ready" hint per direction, set by every event and cleared by `EAGAIN` or a
+///   short read/write; while it is clear, new operations park without trying the syscall.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include "../core.hpp"
+#include "../sys.hpp"
+#include "concepts.hpp"
+
+namespace weft::backend {
+
+/// The generic readiness backend over a demultiplexer `Demux` (see the file comment).
+template <class Demux>
+class reactor {
+public:
+    /// Same name as the demultiplexer: "epoll_et", "select", ...
+    static constexpr std::string_view name = Demux::name;
+    /// A readiness backend.
+    static constexpr backend_kind kind = backend_kind::reactor;
+    /// Reactor sockets never block: every syscall may return `EAGAIN`.
+    static constexpr int socket_flags = SOCK_NONBLOCK;
+    /// The operation record type parked here.
+    using op_type = detail::reactor_op;
+
+    /// Whether the demultiplexer works in this process.
+    static bool available() noexcept { return Demux::available(); }
+
+    /// Creates the demultiplexer and the wake-up eventfd; throws `std::system_error`.
+    explicit reactor(detail::loop_core& core) : core_(core) {
+        wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (wake_fd_ < 0) throw std::system_error(errno, std::system_category(), "eventfd");
+        wake_op_.fd = wake_fd_;
+        wake_op_.dir = interest::read;
+        wake_op_.perform = &drain_wake;
+        if (int err = attach(wake_fd_); err < 0 || (err = park(wake_op_)) < 0) {
+            sys::close(wake_fd_);
+            throw std::system_error(-err, std::system_category(), "registering the wake-up eventfd");
+        }
+    }
+    reactor(const reactor&) = delete;
+    reactor& operator=(const reactor&) = delete;
+    ~reactor() {
+        forget(wake_op_);
+        sys::close(wake_fd_);
+    }
+
+    /// The loop this backend completes operations into.
+    detail::loop_core& core() const noexcept { return core_; }
+
+    /// Registers a new socket: edge-triggered demuxes watch both directions from now on.
+    int attach(int fd) noexcept {
+        slot* s = grow(fd);
+        if (!s) return -ENOMEM;
+        s->attached = true;
+        s->ready[0] = s->ready[1] = true;
+        if constexpr (Demux::edge_triggered) {
+            int err = demux_.add(fd, 3);
+            if (err < 0) {
+                s->attached = false;
+                return err;
+            }
+            s->registered = 3;
+        }
+        return 0;
+    }
+
+    /// Before `close(fd)`: completes the fd's parked operations with `-ECANCELED` and
+    /// stops watching it, so no stale event reaches a later socket with the same number.
+    void detach(int fd) noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= slots_.size()) return;
+        slot& s = slots_[static_cast<std::size_t>(fd)];
+        for (detail::reactor_op* op : s.waiter) {
+            if (op) {
+                unlink(*op);
+                core_.complete(*op, -ECANCELED);
+            }
+        }
+        if (s.registered) demux_.remove(fd);
+        s = slot{};
+    }
+
+    /// Edge-triggered: false while the fd is known to be drained in `dir`.
+    bool should_try(int fd, interest dir) const noexcept {
+        if constexpr (Demux::edge_triggered) {
+            if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size())
+                return slots_[static_cast<std::size_t>(fd)].ready[index(dir)];
+        }
+        return true;
+    }
+
+    /// Records that `fd` returned `EAGAIN` or a short result in `dir`.
+    void note_drained(int fd, interest dir) noexcept {
+        if constexpr (Demux::edge_triggered) {
+            if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size())
+                slots_[static_cast<std::size_t>(fd)].ready[index(dir)] = false;
+        }
+    }
+
+    /// Parks `op` until its fd is ready in `op.dir`; 0, `-EBUSY` (another operation of
+    /// that direction is parked), or the demultiplexer's error (`fd_too_large` for select).
+    int park(detail::reactor_op& op) noexcept {
+        slot* s = grow(op.fd);
+        if (!s) return -ENOMEM;
+        std::size_t d = index(op.dir);
+        if (s->waiter[d] && s->waiter[d] != &op) return -EBUSY;
+        if (!s->attached) {
+            if (int err = attach(op.fd); err < 0) return err;
+        }
+        if (int err = arm(op.fd, *s, d); err < 0) return err;
+        s->waiter[d] = &op;
+        op.state = detail::op_state::parked;
+        return 0;
+    }
+
+    /// Queues `op` to be tried on the next iteration, without waiting for readiness.
+    void defer(detail::reactor_op& op) {
+        slot* s = grow(op.fd);
+        std::size_t d = index(op.dir);
+        if (!s || (s->waiter[d] && s->waiter[d] != &op)) {
+            op.deferred = false;
+            core_.complete(op, s ? -EBUSY : -ENOMEM);
+            return;
+        }
+        s->waiter[d] = &op;
+        op.state = detail::op_state::parked;
+        op.deferred = true;
+        deferred_.push_back(&op);
+    }
+
+    /// Completes a parked `op` with `-ECANCELED`; does nothing if it already completed.
+    void cancel(detail::reactor_op& op) noexcept {
+        if (op.state != detail::op_state::parked) return;
+        unlink(op);
+        core_.complete(op, -ECANCELED);
+    }
+
+    /// Drops a parked `op` without completing it (its frame is being destroyed).
+    void forget(detail::reactor_op& op) noexcept {
+        if (op.state != detail::op_state::parked) return;
+        unlink(op);
+        op.state = detail::op_state::idle;
+    }
+
+    /// One wait: sleeps at most `timeout` (not at all while retries are queued), re-runs
+    /// the operations whose fds became ready, then the queued retries.
+    void wait(clock::duration timeout) {
+        if (!deferred_.empty()) timeout = clock::duration::zero();
+        demux_.wait(timeout, [this](int fd, bool readable, bool writable) noexcept {
+            if (fd < 0 || static_cast<std::size_t>(fd) >= slots_.size()) return;
+            slot& s = slots_[static_cast<std::size_t>(fd)];
+            if (readable) on_ready(fd, s, 0);
+            if (writable) on_ready(fd, s, 1);
+        });
+        if (deferred_.empty()) return;
+        std::vector<detail::reactor_op*> batch;
+        batch.swap(deferred_);
+        for (detail::reactor_op* op : batch) {
+            if (!op) continue;  // cancelled or forgotten while queued
+            op->deferred = false;
+            slot& s = slots_[static_cast<std::size_t>(op->fd)];
+            std::size_t d = index(op->dir);
+            if (op->perform(*op)) {
+                s.waiter[d] = nullptr;
+                core_.complete(*op, op->res);
+            } else if (int err = arm(op->fd, s, d); err < 0) {
+                s.waiter[d] = nullptr;
+                core_.complete(*op, err);
+            }
+        }
+        batch.clear();
+        if (deferred_.empty()) deferred_.swap(batch);  // keep the capacity: no allocation per retry
+    }
+
+    /// Interrupts `wait` from any thread or signal handler (an eventfd write).
+    void wake() noexcept {
+        std::uint64_t one = 1;
+        [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
+    }
+
+    /// Number of fds currently attached (diagnostics and tests).
+    std::size_t attached_count() const noexcept {
+        std::size_t n = 0;
+        for (const slot& s : slots_) n += s.attached;
+        return n;
+    }
+
+private:
+    struct slot {
+        detail::reactor_op* waiter[2]{};
+        std::uint8_t registered = 0;  ///< directions the demux watches (bit 1 read, 2 write)
+        bool ready[2]{true, true};    ///< edge-triggered "may be ready" hints
+        bool attached = false;
+    };
+
+    static std::size_t index(interest dir) noexcept { return static_cast<std::size_t>(dir); }
+
+    slot* grow(int fd) noexcept {
+        if (fd < 0) return nullptr;
+        auto i = static_cast<std::size_t>(fd);
+        if (i >= slots_.size()) {
+            try {
+                slots_.resize(std::max<std::size_t>(i + 1, slots_.size() * 2));
+            } catch (...) {
+                return nullptr;
+            }
+        }
+        return &slots_[i];
+    }
+
+    /// Level-triggered: make sure the demux watches direction `d` of `fd`.
+    int arm(int fd, slot& s, std::size_t d) noexcept {
+        auto bit = static_cast<std::uint8_t>(1u << d);
+        if (s.registered & bit) return 0;
+        auto mask = static_cast<std::uint8_t>(s.registered | bit);
+        int err = s.registered ? demux_.modify(fd, mask) : demux_.add(fd, mask);
+        if (err < 0) return err;
+        s.registered = mask;
+        return 0;
+    }
+
+    void on_ready(int fd, slot& s, std::size_t d) noexcept {
+        s.ready[d] = true;
+        detail::reactor_op* op = s.waiter[d];
+        if (!op) {
+            if constexpr (!Demux::edge_triggered) {
+                // Nobody waits: stop watching this direction (lazy deregistration).
+                auto mask = static_cast<std::uint8_t>(s.registered & ~(1u << d));
+                if (mask != s.registered) {
+                    if (mask ? demux_.modify(fd, mask) >= 0 : demux_.remove(fd) >= 0) s.registered = mask;
+                }
+            }
+            return;
+        }
+        if (op->deferred) return;  // its retry runs after the scan anyway
+        if (op->perform(*op)) {
+            s.waiter[d] = nullptr;
+            core_.complete(*op, op->res);
+        }
+    }
+
+    void unlink(detail::reactor_op& op) noexcept {
+        if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < slots_.size()) {
+            slot& s = slots_[static_cast<std::size_t>(op.fd)];
+            if (s.waiter[index(op.dir)] == &op) s.waiter[index(op.dir)] = nullptr;
+        }
+        if (op.deferred) {
+            for (auto& p : deferred_)
+                if (p == &op) p = nullptr;
+            op.deferred = false;
+        }
+    }
+
+    static bool drain_wake(detail::reactor_op& op) noexcept {
+        std::uint64_t n;
+        [[maybe_unused]] long r = sys::read(op.fd, &n, sizeof n);
+        return false;  // never completes: it stays parked for the loop's lifetime
+    }
+
+    detail::loop_core& core_;
+    Demux demux_;
+    std::vector<slot> slots_;
+    std::vector<detail::reactor_op*> deferred_;
+    int wake_fd_ = -1;
+    detail::reactor_op wake_op_;
+};
+
+}  // namespace weft::backend

@@ -1,0 +1,307 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// @brief The parts of a loop that do not depend on the backend: the operation
+/// record, the ready queue, the timer heap, and the environment a task inherits.
+#pragma once
+
+#include <atomic>
+#include <cassert>
+#include <cerrno>
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <stop_token>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace weft {
+
+/// The clock of every timer and deadline: monotonic, never moved by wall-clock changes.
+using clock = std::chrono::steady_clock;
+
+namespace detail {
+
+/// Where an operation is in its life; only the loop thread changes it.
+enum class op_state : std::uint8_t {
+    idle,    ///< not known to the loop or the backend
+    parked,  ///< the backend (or the timer heap) holds a pointer to it
+    ready,   ///< completed: `res` is final and it sits in the ready queue
+};
+
+/// An operation record. It lives inside an awaiter, so inside a coroutine frame:
+/// no allocation per operation, and it is never moved while the loop points at it.
+struct op_base {
+    std::coroutine_handle<> continuation{};  ///< resumed when the operation completes
+    op_base* next = nullptr;                 ///< intrusive link of the ready queue
+    int res = 0;                             ///< >= 0 result, or -errno (io_uring convention)
+    op_state state = op_state::idle;
+};
+
+/// Intrusive FIFO of completed operations.
+class op_queue {
+public:
+    bool empty() const noexcept { return head_ == nullptr; }
+    void push(op_base* op) noexcept {
+        op->next = nullptr;
+        if (tail_) tail_->next = op; else head_ = op;
+        tail_ = op;
+    }
+    op_base* pop() noexcept {
+        op_base* op = head_;
+        if (op) {
+            head_ = op->next;
+            if (!head_) tail_ = nullptr;
+        }
+        return op;
+    }
+    /// Moves the whole queue out, leaving this one empty.
+    op_queue take() noexcept {
+        op_queue q;
+        std::swap(q.head_, head_);
+        std::swap(q.tail_, tail_);
+        return q;
+    }
+
+private:
+    op_base* head_ = nullptr;
+    op_base* tail_ = nullptr;
+};
+
+/// A timer record: an operation with a deadline and its position in the heap.
+struct timer_op : op_base {
+    clock::time_point deadline{};
+    std::uint64_t seq = 0;         ///< insertion order: ties fire first-in, first-out
+    std::size_t heap_index = 0;
+};
+
+/// Binary min-heap of timer records keyed by (deadline, seq). Insert, erase and
+/// pop-min are O(log n); each record knows its index, so cancellation needs no search.
+class timer_heap {
+public:
+    bool empty() const noexcept { return heap_.empty(); }
+    std::size_t size() const noexcept { return heap_.size(); }
+    timer_op* top() const noexcept { return heap_.front(); }
+
+    void push(timer_op* t) {
+        t->seq = next_seq_++;
+        t->heap_index = heap_.size();
+        heap_.push_back(t);
+        sift_up(t->heap_index);
+    }
+    void erase(timer_op* t) noexcept {
+        std::size_t i = t->heap_index;
+        assert(i < heap_.size() && heap_[i] == t);
+        std::size_t last = heap_.size() - 1;
+        if (i != last) {
+            place(i, heap_[last]);
+            heap_.pop_back();
+            if (i > 0 && less(heap_[i], heap_[(i - 1) / 2])) sift_up(i); else sift_down(i);
+        } else {
+            heap_.pop_back();
+        }
+    }
+    timer_op* pop() noexcept {
+        timer_op* t = heap_.front();
+        erase(t);
+        return t;
+    }
+
+private:
+    static bool less(const timer_op* a, const timer_op* b) noexcept {
+        return a->deadline < b->deadline || (a->deadline == b->deadline && a->seq < b->seq);
+    }
+    void place(std::size_t i, timer_op* t) noexcept {
+        heap_[i] = t;
+        t->heap_index = i;
+    }
+    void sift_up(std::size_t i) noexcept {
+        timer_op* t = heap_[i];
+        while (i > 0) {
+            std::size_t parent = (i - 1) / 2;
+            if (!less(t, heap_[parent])) break;
+            place(i, heap_[parent]);
+            i = parent;
+        }
+        place(i, t);
+    }
+    void sift_down(std::size_t i) noexcept {
+        timer_op* t = heap_[i];
+        std::size_t n = heap_.size();
+        for (;;) {
+            std::size_t child = 2 * i + 1;
+            if (child >= n) break;
+            if (child + 1 < n && less(heap_[child + 1], heap_[child])) ++child;
+            if (!less(heap_[child], t)) break;
+            place(i, heap_[child]);
+            i = child;
+        }
+        place(i, t);
+    }
+    std::vector<timer_op*> heap_;
+    std::uint64_t next_seq_ = 0;
+};
+
+/// Everything a loop owns that does not depend on its backend. Backends and
+/// awaiters hold a `loop_core&`; `loop<Backend>` derives from it.
+class loop_core {
+public:
+    /// Synchronous completions a resumed coroutine may make before it must yield to
+    /// the loop (tokio's cooperative budget): one firehose socket cannot starve others.
+    static constexpr int sync_budget = 64;
+
+    loop_core() : owner_(std::this_thread::get_id()) {}
+    loop_core(const loop_core&) = delete;
+    loop_core& operator=(const loop_core&) = delete;
+
+    /// Completes `op` with `res` and queues its continuation; resumed by the run step only.
+    void complete(op_base& op, int res) noexcept {
+        op.res = res;
+        op.state = op_state::ready;
+        ready_.push(&op);
+    }
+
+    /// Takes one unit of the cooperative budget; false means "yield to the loop now".
+    bool take_budget() noexcept {
+        if (budget_ <= 0) return false;
+        --budget_;
+        return true;
+    }
+
+    /// Starts `t`, which must hold a deadline.
+    void add_timer(timer_op& t) {
+        t.state = op_state::parked;
+        timers_.push(&t);
+    }
+    /// Removes a parked timer without completing it (its frame is being destroyed).
+    void forget_timer(timer_op& t) noexcept {
+        assert(t.state == op_state::parked);
+        timers_.erase(&t);
+        t.state = op_state::idle;
+    }
+    /// Cancels a parked timer: it completes with `-ECANCELED`. A timer that already
+    /// fired is left alone and reports success (the deadline did pass).
+    void cancel_timer(timer_op& t) noexcept {
+        assert_loop_thread();
+        if (t.state != op_state::parked) return;
+        timers_.erase(&t);
+        complete(t, -ECANCELED);
+    }
+
+    /// The time cached at the start of this loop iteration.
+    clock::time_point now() const noexcept { return now_; }
+
+    /// Number of pending timers (for tests and diagnostics).
+    std::size_t pending_timers() const noexcept { return timers_.size(); }
+
+    /// Debug check of DESIGN invariant 9: loop state is touched from its own thread only.
+    void assert_loop_thread() const noexcept { assert(std::this_thread::get_id() == owner_); }
+
+    /// Queues `fn` to run on the loop thread; safe from any thread.
+    void post(std::function<void()> fn) {
+        {
+            std::lock_guard lock(post_mutex_);
+            posted_.push_back(std::move(fn));
+        }
+        if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) wake_backend();
+    }
+
+protected:
+    ~loop_core() = default;
+
+    /// Interrupts the backend's wait; must be thread-safe and async-signal-safe.
+    virtual void wake_backend() noexcept = 0;
+
+    /// Moves every expired timer to the ready queue.
+    void expire_timers() noexcept {
+        while (!timers_.empty() && timers_.top()->deadline <= now_) complete(*timers_.pop(), 0);
+    }
+
+    /// Runs what other threads posted. Clears the wake flag first, so a post that
+    /// races with this call wakes the next wait instead of being stranded.
+    bool run_posted() {
+        if (!wake_pending_.load(std::memory_order_acquire)) return false;
+        wake_pending_.store(false, std::memory_order_release);
+        std::vector<std::function<void()>> batch;
+        {
+            std::lock_guard lock(post_mutex_);
+            batch.swap(posted_);
+        }
+        for (auto& fn : batch) fn();
+        return !batch.empty();
+    }
+
+    /// How long the backend may sleep: 0 when work is queued, else until the next timer
+    /// (`clock::duration::max()` = no timer, sleep until woken).
+    clock::duration wait_budget() const noexcept {
+        if (!ready_.empty() || wake_pending_.load(std::memory_order_acquire)) return clock::duration::zero();
+        if (timers_.empty()) return clock::duration::max();
+        auto d = timers_.top()->deadline - now_;
+        return d > clock::duration::zero() ? d : clock::duration::zero();
+    }
+
+    /// Resumes everything completed so far. Items queued while doing so wait for the
+    /// next iteration, so a coroutine that keeps re-queuing itself cannot starve IO.
+    std::size_t resume_ready() {
+        op_queue batch = ready_.take();
+        std::size_t n = 0;
+        while (op_base* op = batch.pop()) {
+            op->state = op_state::idle;
+            budget_ = sync_budget;
+            ++n;
+            op->continuation.resume();
+        }
+        return n;
+    }
+
+    /// Forgets every queued completion without resuming it (loop teardown).
+    void drop_ready() noexcept {
+        while (op_base* op = ready_.pop()) op->state = op_state::idle;
+    }
+
+    /// Drops posted work without running it (loop teardown).
+    void drop_posted() noexcept {
+        std::lock_guard lock(post_mutex_);
+        posted_.clear();
+    }
+
+    void update_now() noexcept { now_ = clock::now(); }
+    bool has_ready() const noexcept { return !ready_.empty(); }
+
+private:
+    op_queue ready_;
+    timer_heap timers_;
+    clock::time_point now_ = clock::now();
+    int budget_ = sync_budget;
+    std::thread::id owner_;
+    std::mutex post_mutex_;
+    std::vector<std::function<void()>> posted_;
+    std::atomic<bool> wake_pending_{false};
+};
+
+/// What a task inherits from whoever awaits it: the loop that runs it and the stop
+/// token that cancels its operations (with_timeout, when_any and spawn set it).
+struct task_env {
+    loop_core* loop = nullptr;
+    std::stop_token token;
+};
+
+/// True for promise types that carry a `task_env` (weft's own tasks).
+template <class P>
+concept has_env = requires(P& p) {
+    { p.env } -> std::convertible_to<task_env&>;
+};
+
+/// The environment of the coroutine behind `h`, or an empty one for foreign coroutines.
+template <class P>
+task_env env_of(std::coroutine_handle<P> h) noexcept {
+    if constexpr (has_env<P>) return h.promise().env;
+    else return {};
+}
+
+}  // namespace detail
+}  // namespace weft

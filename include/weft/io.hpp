@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// @brief `io_awaiter<Backend, Op>`, the one place where reactor and proactor differ,
+/// and the table of byte-stream operations it runs.
+///
+/// An operation is a small description (`Op`) with a reactor face, `try_now()` (the
+/// non-blocking syscall: a result >= 0 or -errno, `-EAGAIN` = not yet), and a result
+/// face, `make(res)`, that turns the final `int` into a `result<T>`. The awaiter holds
+/// the description and the record the backend links, so one `co_await` allocates nothing.
+#pragma once
+
+#include <cerrno>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <stop_token>
+
+#include <poll.h>
+
+#include "backend/concepts.hpp"
+#include "result.hpp"
+#include "sys.hpp"
+
+namespace weft {
+namespace detail {
+
+/// Internal result code for "the peer closed before the buffer was full" (not an errno:
+/// errno values stop at 4095).
+inline constexpr int eof_res = -4096;
+
+/// `recv` into one buffer: bytes read, 0 at EOF.
+struct recv_op {
+    int fd;
+    std::span<std::byte> buf;
+    static constexpr interest dir = interest::read;
+    int try_now() noexcept { return static_cast<int>(sys::recv(fd, buf.data(), buf.size(), 0)); }
+    /// A short read means the socket is drained (the edge-triggered hint).
+    bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < buf.size(); }
+    result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
+};
+
+/// `send` from one buffer (`MSG_NOSIGNAL`): bytes written, possibly fewer than asked.
+struct send_op {
+    int fd;
+    std::span<const std::byte> buf;
+    static constexpr interest dir = interest::write;
+    int try_now() noexcept { return static_cast<int>(sys::send(fd, buf.data(), buf.size(), 0)); }
+    bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < buf.size(); }
+    result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
+};
+
+/// Reads until the buffer is full; progress survives `EAGAIN`, so it is one operation
+/// (one awaiter, no allocation) however many syscalls it takes.
+struct read_exact_op {
+    int fd;
+    std::span<std::byte> buf;
+    std::size_t done = 0;
+    static constexpr interest dir = interest::read;
+    int try_now() noexcept {
+        while (done < buf.size()) {
+            long r = sys::recv(fd, buf.data() + done, buf.size() - done, 0);
+            if (r < 0) return static_cast<int>(r);
+            if (r == 0) return eof_res;
+            done += static_cast<std::size_t>(r);
+        }
+        return 0;
+    }
+    bool drained(int) const noexcept { return false; }
+    result<std::size_t> make(int res) const noexcept {
+        if (res == eof_res) return errc::eof;
+        if (res < 0) return to_result<std::size_t>(res);
+        return buf.size();
+    }
+};
+
+/// Writes the whole buffer, looping over partial writes; progress survives `EAGAIN`.
+struct write_all_op {
+    int fd;
+    std::span<const std::byte> buf;
+    std::size_t done = 0;
+    static constexpr interest dir = interest::write;
+    int try_now() noexcept {
+        while (done < buf.size()) {
+            long r = sys::send(fd, buf.data() + done, buf.size() - done, 0);
+            if (r < 0) return static_cast<int>(r);
+            done += static_cast<std::size_t>(r);
+        }
+        return 0;
+    }
+    bool drained(int) const noexcept { return false; }
+    result<std::size_t> make(int res) const noexcept {
+        if (res < 0) return to_result<std::size_t>(res);
+        return buf.size();
+    }
+};
+
+/// Waits until the fd is readable or writable, without transferring data.
+struct wait_op {
+    int fd;
+    interest dir;
+    int try_now() noexcept {
+        // A zero-timeout poll, not a blind -EAGAIN: under edge triggering a socket that is
+        // already ready would never produce another edge.
+        pollfd p{fd, static_cast<short>(dir == interest::read ? POLLIN : POLLOUT), 0};
+        int r = ::poll(&p, 1, 0);
+        if (r < 0) return -errno;
+        return r == 0 ? -EAGAIN : 0;
+    }
+    bool drained(int) const noexcept { return false; }
+    result<void> make(int res) const noexcept { return to_result(res); }
+};
+
+/// Ops whose direction is chosen at run time expose it as a member; others as a constant.
+template <class Op>
+interest direction_of(const Op& op) noexcept {
+    if constexpr (requires { Op::dir; }) return Op::dir;
+    else return op.dir;
+}
+
+}  // namespace detail
+
+/// The awaiter of every IO operation: `co_await` yields `Op::make(res)`, a `result<T>`.
+///
+/// Reactors try the syscall first (`await_ready`) and park the operation only on
+/// `EAGAIN`; the backend re-runs it on readiness and resumes the coroutine only when it
+/// finished, so spurious readiness never reaches user code. The stop token of the
+/// awaiting task cancels a parked operation: it then completes once with
+/// `operation_canceled` and never touches its buffer again. After a bounded number of
+/// synchronous completions the operation yields to the loop instead (fairness).
+template <class Backend, class Op>
+class [[nodiscard]] io_awaiter : private detail::reactor_op {
+public:
+    /// An operation `op` on `backend`; nothing happens until it is awaited.
+    io_awaiter(Backend& backend, Op op) noexcept : backend_(&backend), op_(std::move(op)) {}
+    /// Moves a not-yet-awaited operation (e.g. into `with_timeout`).
+    io_awaiter(io_awaiter&& o) noexcept : detail::reactor_op(), backend_(o.backend_), op_(std::move(o.op_)) {
+        assert(o.state == detail::op_state::idle);
+    }
+    io_awaiter& operator=(io_awaiter&&) = delete;
+    /// Unlinks an operation still parked in the backend (its frame dies with the loop).
+    ~io_awaiter() {
+        stop_.reset();
+        if (this->state == detail::op_state::parked) backend_->forget(*this);
+    }
+
+    /// Reactor: try the syscall now; true if it completed without waiting.
+    bool await_ready() noexcept {
+        if constexpr (Backend::kind == backend_kind::reactor) {
+            if (!backend_->should_try(op_.fd, detail::direction_of(op_))) return false;
+            if (!backend_->core().take_budget()) {
+                this->deferred = true;
+                return false;
+            }
+            return attempt();
+        } else {
+            return false;
+        }
+    }
+
+    /// Parks the operation (or queues its retry) and arms cancellation.
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) {
+        detail::task_env env = detail::env_of(h);
+        if (env.token.stop_requested()) {
+            this->res = -ECANCELED;
+            this->deferred = false;
+            return false;
+        }
+        this->continuation = h;
+        this->perform = &io_awaiter::perform_;
+        this->fd = op_.fd;
+        this->dir = detail::direction_of(op_);
+        if constexpr (Backend::kind == backend_kind::reactor) {
+            if (this->deferred) {
+                backend_->defer(*this);
+            } else if (int err = backend_->park(*this); err < 0) {
+                this->res = err;
+                return false;
+            }
+        }
+        if (env.token.stop_possible()) stop_.emplace(env.token, canceller{this});
+        return true;
+    }
+
+    /// The operation's result; the single conversion from `int` to `result<T>`.
+    auto await_resume() noexcept {
+        stop_.reset();
+        return op_.make(this->res);
+    }
+
+private:
+    bool attempt() noexcept {
+        this->res = op_.try_now();
+        if (this->res == -EAGAIN) {
+            backend_->note_drained(op_.fd, detail::direction_of(op_));
+            return false;
+        }
+        if (this->res >= 0 && op_.drained(this->res)) backend_->note_drained(op_.fd, detail::direction_of(op_));
+        return true;
+    }
+    static bool perform_(detail::reactor_op& base) noexcept { return static_cast<io_awaiter&>(base).attempt(); }
+
+    struct canceller {
+        io_awaiter* self;
+        void operator()() const noexcept {
+            self->backend_->core().assert_loop_thread();
+            self->backend_->cancel(*self);
+        }
+    };
+    Backend* backend_;
+    Op op_;
+    std::optional<std::stop_callback<canceller>> stop_;
+};
+
+}  // namespace weft

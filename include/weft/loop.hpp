@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// @brief `loop<Backend>`: runs tasks over one IO model, with timers and cross-thread posts.
+#pragma once
+
+#include <atomic>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <stop_token>
+#include <system_error>
+#include <utility>
+
+#include "backend/concepts.hpp"
+#include "core.hpp"
+#include "result.hpp"
+#include "task.hpp"
+#include "timer.hpp"
+
+namespace weft {
+namespace detail {
+
+/// The frame that owns a spawned task: started from the ready queue, destroyed by
+/// itself when the task ends, or by the loop if the loop dies first.
+struct spawned_frame {
+    struct promise_type;
+    std::coroutine_handle<promise_type> h;
+
+    struct promise_type {
+        task_env env;
+        op_base start;                        ///< queued once to start the body on the loop thread
+        promise_type* prev = nullptr;         ///< the loop's list of live spawned frames
+        promise_type* next = nullptr;
+        std::function<void(promise_type&)>* on_done = nullptr;  ///< unlinks from the loop
+        std::function<void(std::exception_ptr)>* on_error = nullptr;
+
+        spawned_frame get_return_object() noexcept {
+            return {std::coroutine_handle<promise_type>::from_promise(*this)};
+        }
+        std::suspend_always initial_suspend() const noexcept { return {}; }
+        struct final_awaiter {
+            bool await_ready() const noexcept { return false; }
+            void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+                promise_type& p = h.promise();
+                (*p.on_done)(p);
+                h.destroy();  // frames die once: here, right after the body ends
+            }
+            void await_resume() const noexcept {}
+        };
+        final_awaiter final_suspend() const noexcept { return {}; }
+        void return_void() const noexcept {}
+        void unhandled_exception() const { (*on_error)(std::current_exception()); }
+    };
+};
+
+inline spawned_frame run_spawned(task<void> t) { co_await std::move(t); }
+
+}  // namespace detail
+
+/// An event loop over the IO model `Backend` (e.g. `loop<backend::epoll_et>`).
+///
+/// One loop, one thread: create, run and use a loop on one thread; only `post()` and
+/// `stop()` may be called from elsewhere (both wake a sleeping loop). Tasks are resumed
+/// only by the run step, after the backend's event scan. Destroying a loop destroys the
+/// frames of tasks still suspended in it without resuming them.
+template <class Backend>
+    requires io_backend<Backend>
+class loop final : public detail::loop_core {
+public:
+    /// The IO model this loop runs.
+    using backend_type = Backend;
+
+    /// Creates the backend; throws `std::system_error` naming the cause when the backend
+    /// cannot start (e.g. io_uring disabled), with `weft::errc::backend_unavailable`
+    /// when `Backend::available()` is false.
+    loop() : backend_(checked(*this)) {
+        on_done_ = [this](detail::spawned_frame::promise_type& p) noexcept { unlink(p); };
+        on_error_ = [this](std::exception_ptr e) { on_exception_(e); };
+    }
+    loop(const loop&) = delete;
+    loop& operator=(const loop&) = delete;
+
+    /// Destroys suspended tasks' frames (without resuming them), then the backend.
+    ~loop() {
+        drop_ready();
+        drop_posted();
+        while (spawned_) {
+            detail::spawned_frame::promise_type* p = spawned_;
+            unlink(*p);
+            std::coroutine_handle<detail::spawned_frame::promise_type>::from_promise(*p).destroy();
+        }
+    }
+
+    /// Runs `t` to completion on this thread and returns its value (or rethrows its
+    /// exception). Spawned tasks make progress meanwhile. If `stop()` is called first,
+    /// destroys `t` and throws `std::system_error` with `operation_canceled`.
+    template <class T>
+    T run(task<T> t) {
+        auto h = t.handle();
+        h.promise().env = {this, {}};
+        h.resume();
+        while (!h.done()) {
+            if (stop_requested_.exchange(false, std::memory_order_acq_rel))
+                throw std::system_error(std::make_error_code(std::errc::operation_canceled), "loop stopped");
+            step();
+        }
+        return h.promise().take();
+    }
+
+    /// Runs until `stop()` is called or no spawned task is left.
+    void run() {
+        while (spawned_ || has_ready()) {
+            if (stop_requested_.exchange(false, std::memory_order_acq_rel)) return;
+            step();
+        }
+    }
+
+    /// Runs at most one iteration: waits up to `timeout` for IO or timers, then resumes
+    /// whatever became ready. Returns the number of resumed operations.
+    std::size_t run_once(clock::duration timeout = clock::duration::max()) {
+        return step(timeout);
+    }
+
+    /// Starts `t` detached: the loop owns its frame until it ends. `token` cancels its
+    /// operations. An exception escaping `t` goes to the exception handler.
+    void spawn(task<void> t, std::stop_token token = {}) {
+        detail::spawned_frame f = detail::run_spawned(std::move(t));
+        auto& p = f.h.promise();
+        p.env = {this, std::move(token)};
+        p.on_done = &on_done_;
+        p.on_error = &on_error_;
+        p.next = spawned_;
+        if (spawned_) spawned_->prev = &p;
+        spawned_ = &p;
+        ++live_;
+        p.start.continuation = f.h;
+        complete(p.start, 0);
+    }
+
+    /// Makes `run()` return (and `run(task)` throw) at the next iteration. Thread-safe
+    /// and async-signal-safe, so a SIGINT handler may call it.
+    void stop() noexcept {
+        stop_requested_.store(true, std::memory_order_release);
+        backend_.wake();
+    }
+
+    /// Replaces what happens to an exception escaping a spawned task (default: print
+    /// it to stderr and `std::terminate()`).
+    void set_exception_handler(std::function<void(std::exception_ptr)> handler) {
+        on_exception_ = std::move(handler);
+    }
+
+    /// A timer for `d` on this loop (usable from any coroutine type).
+    template <class Rep, class Period>
+    sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) noexcept {
+        return sleep_awaiter(this, detail::deadline_after(d));
+    }
+    /// A timer until `deadline` on this loop.
+    sleep_awaiter sleep_until(clock::time_point deadline) noexcept { return sleep_awaiter(this, deadline); }
+
+    /// The backend (for sockets and tests).
+    Backend& backend() noexcept { return backend_; }
+
+    /// Number of spawned tasks that have not finished yet.
+    std::size_t live_tasks() const noexcept { return live_; }
+
+private:
+    static detail::loop_core& checked(detail::loop_core& core) {
+        if (!Backend::available())
+            throw std::system_error(make_error_code(errc::backend_unavailable), std::string(Backend::name));
+        return core;
+    }
+
+    void wake_backend() noexcept override { backend_.wake(); }
+
+    std::size_t step(clock::duration limit = clock::duration::max()) {
+        update_now();
+        clock::duration timeout = wait_budget();
+        backend_.wait(timeout < limit ? timeout : limit);
+        update_now();
+        expire_timers();
+        run_posted();
+        return resume_ready();
+    }
+
+    void unlink(detail::spawned_frame::promise_type& p) noexcept {
+        if (p.prev) p.prev->next = p.next; else spawned_ = p.next;
+        if (p.next) p.next->prev = p.prev;
+        p.prev = p.next = nullptr;
+        --live_;
+    }
+
+    static void default_exception_handler(std::exception_ptr e) noexcept {
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+            std::fprintf(stderr, "weft: exception escaped a spawned task: %s\n", ex.what());
+        } catch (...) {
+            std::fprintf(stderr, "weft: non-standard exception escaped a spawned task\n");
+        }
+        std::terminate();
+    }
+
+    Backend backend_;
+    std::atomic<bool> stop_requested_{false};
+    detail::spawned_frame::promise_type* spawned_ = nullptr;
+    std::size_t live_ = 0;
+    std::function<void(detail::spawned_frame::promise_type&)> on_done_;
+    std::function<void(std::exception_ptr)> on_error_;
+    std::function<void(std::exception_ptr)> on_exception_ = &default_exception_handler;
+};
+
+}  // namespace weft

@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// @brief The one thin layer every raw syscall goes through.
+///
+/// Each wrapper returns a value >= 0 or a negative errno (never -1 with `errno`),
+/// retries `EINTR` where retrying is correct (never for `close`), and first asks an
+/// optional fault hook, so a test can inject `EINTR`, `EAGAIN`, short reads and
+/// writes, `ECONNRESET` or `EMFILE` at any call site without touching the kernel.
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+namespace weft::sys {
+
+/// Names each syscall site, so a fault hook can choose where to inject.
+enum class call : std::uint8_t {
+    recv,     ///< `recv(2)`
+    send,     ///< `send(2)`
+    accept,   ///< `accept4(2)`
+    connect,  ///< `connect(2)`
+    socket,   ///< `socket(2)`
+    wait,     ///< the backend's wait (`epoll_pwait2`, `poll`, ...)
+};
+
+/// A fault hook: may shrink `len` (a short read or write) and/or return a
+/// negative errno to make the call fail without reaching the kernel; 0 means
+/// "make the real call".
+using fault_hook_fn = int (*)(call site, int fd, std::size_t& len) noexcept;
+
+namespace detail {
+/// The installed hook. Atomic because blocking-backend threads read it; relaxed
+/// because tests install it before any IO starts.
+inline std::atomic<fault_hook_fn> fault_hook{nullptr};
+
+/// Runs the hook if one is installed; 0 means proceed.
+inline int inject(call site, int fd, std::size_t& len) noexcept {
+    fault_hook_fn hook = fault_hook.load(std::memory_order_relaxed);
+    if (hook == nullptr) [[likely]] return 0;
+    return hook(site, fd, len);
+}
+
+/// Turns a libc return value into the internal convention.
+inline long check(long r) noexcept { return r >= 0 ? r : -static_cast<long>(errno); }
+}  // namespace detail
+
+/// Installs `hook` (or removes it with nullptr) for every later syscall; returns the previous hook.
+inline fault_hook_fn set_fault_hook(fault_hook_fn hook) noexcept {
+    return detail::fault_hook.exchange(hook, std::memory_order_relaxed);
+}
+
+/// `recv(2)`: bytes received (0 = EOF) or -errno; `EINTR` retried.
+inline long recv(int fd, void* buf, std::size_t len, int flags) noexcept {
+    if (int e = detail::inject(call::recv, fd, len)) return e;
+    for (;;) {
+        long r = detail::check(::recv(fd, buf, len, flags));
+        if (r != -EINTR) return r;
+    }
+}
+
+/// `send(2)` with `MSG_NOSIGNAL` always set (a vanished peer must never raise SIGPIPE).
+inline long send(int fd, const void* buf, std::size_t len, int flags) noexcept {
+    if (int e = detail::inject(call::send, fd, len)) return e;
+    for (;;) {
+        long r = detail::check(::send(fd, buf, len, flags | MSG_NOSIGNAL));
+        if (r != -EINTR) return r;
+    }
+}
+
+/// `accept4(2)`, the new fd always `CLOEXEC` (plus `flags`); returns the fd or -errno.
+inline int accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags) noexcept {
+    std::size_t none = 0;
+    if (int e = detail::inject(call::accept, fd, none)) return e;
+    for (;;) {
+        int r = static_cast<int>(detail::check(::accept4(fd, addr, addrlen, flags | SOCK_CLOEXEC)));
+        if (r != -EINTR) return r;
+    }
+}
+
+/// `connect(2)`: 0, or -errno (`-EINPROGRESS` on a non-blocking socket).
+///
+/// Not retried on `EINTR`: the connection attempt continues in the kernel, so a second
+/// `connect` would report `EALREADY`; the caller waits for writability instead.
+inline int connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
+    std::size_t none = 0;
+    if (int e = detail::inject(call::connect, fd, none)) return e;
+    int r = static_cast<int>(detail::check(::connect(fd, addr, len)));
+    return r == -EINTR ? -EINPROGRESS : r;
+}
+
+/// `socket(2)`, always `CLOEXEC`: the fd or -errno.
+inline int socket(int domain, int type, int protocol) noexcept {
+    std::size_t none = 0;
+    if (int e = detail::inject(call::socket, -1, none)) return e;
+    return static_cast<int>(detail::check(::socket(domain, type | SOCK_CLOEXEC, protocol)));
+}
+
+/// `close(2)`; never retried (on Linux the fd is gone even when it reports `EINTR`).
+inline int close(int fd) noexcept { return static_cast<int>(detail::check(::close(fd))); }
+
+/// `setsockopt(2)` for an `int` option: 0 or -errno.
+inline int setsockopt_int(int fd, int level, int name, int value) noexcept {
+    return static_cast<int>(detail::check(::setsockopt(fd, level, name, &value, sizeof value)));
+}
+
+/// `getsockopt(2)` for an `int` option: the value (>= 0) or -errno.
+inline int getsockopt_int(int fd, int level, int name, int& value) noexcept {
+    socklen_t len = sizeof value;
+    return static_cast<int>(detail::check(::getsockopt(fd, level, name, &value, &len)));
+}
+
+/// `bind(2)`: 0 or -errno.
+inline int bind(int fd, const sockaddr* addr, socklen_t len) noexcept {
+    return static_cast<int>(detail::check(::bind(fd, addr, len)));
+}
+
+/// `listen(2)`: 0 or -errno.
+inline int listen(int fd, int backlog) noexcept { return static_cast<int>(detail::check(::listen(fd, backlog))); }
+
+/// `shutdown(2)`: 0 or -errno.
+inline int shutdown(int fd, int how) noexcept { return static_cast<int>(detail::check(::shutdown(fd, how))); }
+
+/// `getsockname(2)`: 0 or -errno.
+inline int getsockname(int fd, sockaddr* addr, socklen_t* len) noexcept {
+    return static_cast<int>(detail::check(::getsockname(fd, addr, len)));
+}
+
+/// `getpeername(2)`: 0 or -errno (`-ENOTCONN` while a connect is in progress).
+inline int getpeername(int fd, sockaddr* addr, socklen_t* len) noexcept {
+    return static_cast<int>(detail::check(::getpeername(fd, addr, len)));
+}
+
+/// `open(2)` with `O_CLOEXEC` always added: the fd or -errno.
+inline int open(const char* path, int flags) noexcept {
+    for (;;) {
+        int r = static_cast<int>(detail::check(::open(path, flags | O_CLOEXEC)));
+        if (r != -EINTR) return r;
+    }
+}
+
+/// `read(2)` on an eventfd or pipe: bytes or -errno; `EINTR` retried.
+inline long read(int fd, void* buf, std::size_t len) noexcept {
+    for (;;) {
+        long r = detail::check(::read(fd, buf, len));
+        if (r != -EINTR) return r;
+    }
+}
+
+/// `write(2)` on an eventfd or pipe: bytes or -errno; `EINTR` retried.
+inline long write(int fd, const void* buf, std::size_t len) noexcept {
+    for (;;) {
+        long r = detail::check(::write(fd, buf, len));
+        if (r != -EINTR) return r;
+    }
+}
+
+}  // namespace weft::sys

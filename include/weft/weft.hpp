@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// @brief Umbrella header: everything public in weft.
+#pragma once
+
+#include "backend/concepts.hpp"
+#include "backend/epoll.hpp"
+#include "backend/reactor.hpp"
+#include "cancel.hpp"
+#include "core.hpp"
+#include "io.hpp"
+#include "loop.hpp"
+#include "net/endpoint.hpp"
+#include "net/tcp.hpp"
+#include "result.hpp"
+#include "sys.hpp"
+#include "task.hpp"
+#include "timer.hpp"
+#include "version.hpp"
+
+/// weft: one coroutine networking API over every classic Linux IO model.
+namespace weft {
+/// The IO models, one backend type each.
+namespace backend {}
+}  // namespace weft
