@@ -14,6 +14,7 @@
 #include <optional>
 #include <span>
 #include <stop_token>
+#include <type_traits>
 
 #include <poll.h>
 
@@ -113,8 +114,8 @@ struct wait_op {
 /// Ops whose direction is chosen at run time expose it as a member; others as a constant.
 template <class Op>
 interest direction_of(const Op& op) noexcept {
-    if constexpr (requires { Op::dir; }) return Op::dir;
-    else return op.dir;
+    if constexpr (std::is_member_object_pointer_v<decltype(&Op::dir)>) return op.dir;
+    else return Op::dir;
 }
 
 }  // namespace detail

@@ -34,7 +34,7 @@ enum class call : std::uint8_t {
 
 /// A fault hook: may shrink `len` (a short read or write) and/or return a
 /// negative errno to make the call fail without reaching the kernel; 0 means
-/// "make the real call".
+/// "make the real call". An injected `-EINTR` is retried exactly like a real one.
 using fault_hook_fn = int (*)(call site, int fd, std::size_t& len) noexcept;
 
 namespace detail {
@@ -60,28 +60,28 @@ inline fault_hook_fn set_fault_hook(fault_hook_fn hook) noexcept {
 
 /// `recv(2)`: bytes received (0 = EOF) or -errno; `EINTR` retried.
 inline long recv(int fd, void* buf, std::size_t len, int flags) noexcept {
-    if (int e = detail::inject(call::recv, fd, len)) return e;
     for (;;) {
-        long r = detail::check(::recv(fd, buf, len, flags));
+        long r = detail::inject(call::recv, fd, len);
+        if (r == 0) r = detail::check(::recv(fd, buf, len, flags));
         if (r != -EINTR) return r;
     }
 }
 
 /// `send(2)` with `MSG_NOSIGNAL` always set (a vanished peer must never raise SIGPIPE).
 inline long send(int fd, const void* buf, std::size_t len, int flags) noexcept {
-    if (int e = detail::inject(call::send, fd, len)) return e;
     for (;;) {
-        long r = detail::check(::send(fd, buf, len, flags | MSG_NOSIGNAL));
+        long r = detail::inject(call::send, fd, len);
+        if (r == 0) r = detail::check(::send(fd, buf, len, flags | MSG_NOSIGNAL));
         if (r != -EINTR) return r;
     }
 }
 
 /// `accept4(2)`, the new fd always `CLOEXEC` (plus `flags`); returns the fd or -errno.
 inline int accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags) noexcept {
-    std::size_t none = 0;
-    if (int e = detail::inject(call::accept, fd, none)) return e;
     for (;;) {
-        int r = static_cast<int>(detail::check(::accept4(fd, addr, addrlen, flags | SOCK_CLOEXEC)));
+        std::size_t none = 0;
+        int r = detail::inject(call::accept, fd, none);
+        if (r == 0) r = static_cast<int>(detail::check(::accept4(fd, addr, addrlen, flags | SOCK_CLOEXEC)));
         if (r != -EINTR) return r;
     }
 }

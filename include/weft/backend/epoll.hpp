@@ -49,8 +49,9 @@ public:
     /// Stops watching `fd`.
     int remove(int fd) noexcept { return ctl(EPOLL_CTL_DEL, fd, 0); }
 
-    /// Waits up to `timeout` and reports each ready fd; returns the count or -errno
-    /// (`-EINTR` is a normal, empty return).
+    /// Waits up to `timeout` and reports each ready fd as `on_ready(fd, readable,
+    /// writable, closed)` (`closed`: the peer hung up or an error is pending, states that
+    /// produce no further edge); returns the count or -errno (`-EINTR` is an empty return).
     template <class F>
     int wait(clock::duration timeout, F&& on_ready) noexcept {
         std::size_t none = 0;
@@ -61,7 +62,7 @@ public:
             std::uint32_t e = events_[i].events;
             bool err = (e & (EPOLLERR | EPOLLHUP)) != 0;
             on_ready(events_[i].data.fd, err || (e & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) != 0,
-                     err || (e & EPOLLOUT) != 0);
+                     err || (e & EPOLLOUT) != 0, err || (e & EPOLLRDHUP) != 0);
         }
         return n;
     }

@@ -9,8 +9,8 @@
 ///
 /// A `Demux` has `name`, `edge_triggered`, `available()`, a constructor that throws
 /// `std::system_error` on failure, `add(fd, mask)`, `modify(fd, mask)`, `remove(fd)`
-/// (mask bit 1 = read, 2 = write; each 0 or -errno) and
-/// `wait(timeout, on_ready)`, which calls `on_ready(fd, readable, writable)` per ready fd.
+/// (mask bit 1 = read, 2 = write; each 0 or -errno) and `wait(timeout, on_ready)`,
+/// which calls `on_ready(fd, readable, writable, closed)` per ready fd.
 ///
 /// Two interest policies, chosen by `Demux::edge_triggered`:
 /// - level-triggered: interest in a direction is registered when an operation first
@@ -21,6 +21,8 @@
 /// - edge-triggered: both directions are registered once, at `attach`. Each fd keeps a
 ///   "may be ready" hint per direction, set by every event and cleared by `EAGAIN` or a
 ///   short read/write; while it is clear, new operations park without trying the syscall.
+///   A hang-up or error is sticky: data and FIN can arrive in one edge, and after the
+///   short read that takes the data no new edge announces the EOF still to be read.
 #pragma once
 
 #include <cerrno>
@@ -46,6 +48,9 @@ public:
     static constexpr std::string_view name = Demux::name;
     /// A readiness backend.
     static constexpr backend_kind kind = backend_kind::reactor;
+    /// True when readiness is reported once per change, so a short read or write is
+    /// taken to mean "drained" (the kernel guarantees a new edge for new data).
+    static constexpr bool edge_triggered = Demux::edge_triggered;
     /// Reactor sockets never block: every syscall may return `EAGAIN`.
     static constexpr int socket_flags = SOCK_NONBLOCK;
     /// The operation record type parked here.
@@ -82,6 +87,7 @@ public:
         if (!s) return -ENOMEM;
         s->attached = true;
         s->ready[0] = s->ready[1] = true;
+        s->closed = false;
         if constexpr (Demux::edge_triggered) {
             int err = demux_.add(fd, 3);
             if (err < 0) {
@@ -111,8 +117,10 @@ public:
     /// Edge-triggered: false while the fd is known to be drained in `dir`.
     bool should_try(int fd, interest dir) const noexcept {
         if constexpr (Demux::edge_triggered) {
-            if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size())
-                return slots_[static_cast<std::size_t>(fd)].ready[index(dir)];
+            if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size()) {
+                const slot& s = slots_[static_cast<std::size_t>(fd)];
+                return s.ready[index(dir)] || s.closed;
+            }
         }
         return true;
     }
@@ -174,9 +182,10 @@ public:
     /// the operations whose fds became ready, then the queued retries.
     void wait(clock::duration timeout) {
         if (!deferred_.empty()) timeout = clock::duration::zero();
-        demux_.wait(timeout, [this](int fd, bool readable, bool writable) noexcept {
+        demux_.wait(timeout, [this](int fd, bool readable, bool writable, bool closed) noexcept {
             if (fd < 0 || static_cast<std::size_t>(fd) >= slots_.size()) return;
             slot& s = slots_[static_cast<std::size_t>(fd)];
+            s.closed = s.closed || closed;
             if (readable) on_ready(fd, s, 0);
             if (writable) on_ready(fd, s, 1);
         });
@@ -218,6 +227,7 @@ private:
         detail::reactor_op* waiter[2]{};
         std::uint8_t registered = 0;  ///< directions the demux watches (bit 1 read, 2 write)
         bool ready[2]{true, true};    ///< edge-triggered "may be ready" hints
+        bool closed = false;          ///< hang-up or error seen: always worth trying
         bool attached = false;
     };
 

@@ -78,7 +78,7 @@ struct connect_op {
 /// Accepts one connection and adopts it as a `tcp_stream`. On `EMFILE`/`ENFILE` it
 /// gives up a reserve fd to accept the pending connection and close it at once, so
 /// the peer sees a close instead of hanging and the listener does not stay readable
-/// forever (a busy loop); the error is still reported.
+/// forever (a busy loop); the error is still reported for each shed connection.
 template <class Backend>
 struct accept_op {
     int fd;
@@ -94,6 +94,10 @@ struct accept_op {
                 int c = sys::accept(fd, nullptr, nullptr, Backend::socket_flags);
                 if (c >= 0) sys::close(c);
                 *reserve = sys::open("/dev/null", O_RDONLY);
+                // accept(2) reserves the fd before it looks at the queue, so it fails
+                // with EMFILE even when nobody is waiting: then wait for readiness like
+                // any EAGAIN instead of reporting (and spinning on) a phantom failure.
+                if (c == -EAGAIN) return -EAGAIN;
             }
             return r;
         }
