@@ -10,9 +10,11 @@
 #include <utility>
 #include <vector>
 
-/// The one list of backends every behaviour test runs over. Later backends are
-/// appended here and nowhere else.
-#define WEFT_TEST_BACKENDS weft::backend::epoll_lt, weft::backend::epoll_et
+/// WEFT_TEST_BACKENDS, the backend types every behaviour test runs over, comes from
+/// the one list in tests/CMakeLists.txt (WEFT_TEST_BACKEND_NAMES).
+#ifndef WEFT_TEST_BACKENDS
+#error "WEFT_TEST_BACKENDS is defined by tests/CMakeLists.txt"
+#endif
 
 /// Catch2 2 has no SKIP: a backend this process cannot use warns and returns.
 #define WEFT_REQUIRE_BACKEND(B)                                                     \

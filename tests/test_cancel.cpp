@@ -96,3 +96,19 @@ TEMPLATE_TEST_CASE("connect can be cancelled by a timeout", "[cancel]", WEFT_TES
         FAIL("the backlog never filled up");
     }());
 }
+
+TEMPLATE_TEST_CASE("a child that throws cancels its siblings at once", "[cancel]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    auto thrower = []() -> weft::task<weft::result<void>> {
+        co_await weft::sleep_for(5ms);
+        throw std::runtime_error("child failed");
+    };
+    auto start = tclock::now();
+    REQUIRE_THROWS_AS(run_bounded(loop, weft::with_timeout(thrower(), std::chrono::hours(1))), std::runtime_error);
+    REQUIRE_THROWS_AS(run_bounded(loop, weft::when_all(thrower(), weft::sleep_for(std::chrono::hours(1)))),
+                      std::runtime_error);
+    REQUIRE_THROWS_AS(run_bounded(loop, weft::when_any(thrower(), weft::sleep_for(std::chrono::hours(1)))),
+                      std::runtime_error);
+    REQUIRE(tclock::now() - start < 10s);  // not an hour: the sleepers were cancelled
+}

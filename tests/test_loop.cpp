@@ -197,3 +197,71 @@ TEMPLATE_TEST_CASE("a timer cancelled through a stop token completes once, cance
     REQUIRE(completions == 1);
     REQUIRE(loop.pending_timers() == 0);
 }
+
+TEMPLATE_TEST_CASE("a frame destroyed while its completion is queued is unlinked from the loop", "[loop]",
+                   WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    auto p = run_bounded(loop, make_pair(loop));
+    // The main task waits in a read; a spawned task stops the loop and then closes the
+    // socket, which completes the read (queued, not yet resumed). run() throws and the
+    // main task's frame dies with its completion still in the ready queue.
+    auto reader = [](weft::tcp_stream<TestType>& s) -> weft::task<int> {
+        char buf[8];
+        (void)co_await s.read_some(buf);
+        co_return 1;
+    };
+    loop.spawn([](weft::loop<TestType>& l, weft::tcp_stream<TestType>& s) -> weft::task<void> {
+        co_await weft::sleep_for(1ms);
+        l.stop();
+        (void)s.close();
+    }(loop, p.server));
+    REQUIRE_THROWS_AS(loop.run(reader(p.server)), std::system_error);
+    // The loop is still usable and holds no dangling completion.
+    auto ok = loop.run([]() -> weft::task<int> {
+        co_await weft::sleep_for(1ms);
+        co_return 7;
+    }());
+    REQUIRE(ok == 7);
+}
+
+TEMPLATE_TEST_CASE("an exception from one resumption loses no other ready task", "[loop]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    loop.set_exception_handler([](std::exception_ptr e) { std::rethrow_exception(e); });
+    int b_ran = 0;
+    loop.spawn([]() -> weft::task<void> {
+        throw std::runtime_error("a");
+        co_return;
+    }());
+    loop.spawn([](int& ran) -> weft::task<void> {
+        ++ran;
+        co_return;
+    }(b_ran));
+    REQUIRE_THROWS_AS(loop.run(), std::runtime_error);
+    loop.run();  // the second task was still queued and runs now
+    REQUIRE(b_ran == 1);
+    REQUIRE(loop.live_tasks() == 0);
+}
+
+TEMPLATE_TEST_CASE("a deadline in the far past fires at once", "[timer]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    auto r = run_bounded(loop, [](weft::loop<TestType>& l) -> weft::task<weft::result<void>> {
+        co_await l.sleep_for(1ms);  // make the next wait a real one
+        co_return co_await weft::sleep_until(tclock::time_point::min());
+    }(loop), 5000ms);
+    REQUIRE(r);
+}
+
+TEMPLATE_TEST_CASE("operations on a closed stream fail with EBADF", "[tcp]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    weft::tcp_stream<TestType> closed;
+    REQUIRE_FALSE(closed.is_open());
+    auto r = run_bounded(loop, [](weft::tcp_stream<TestType>& s) -> weft::task<weft::result<std::size_t>> {
+        char buf[4];
+        co_return co_await s.read_some(buf);
+    }(closed));
+    REQUIRE(r.error() == std::errc::bad_file_descriptor);
+}

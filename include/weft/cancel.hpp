@@ -39,6 +39,7 @@ struct join_child {
     struct promise_type {
         task_env env;
         join_counter* counter = nullptr;
+        std::stop_source* stop_on_error = nullptr;  ///< siblings are cancelled when this child throws
         std::exception_ptr error;
 
         join_child get_return_object() noexcept { return {std::coroutine_handle<promise_type>::from_promise(*this)}; }
@@ -53,7 +54,10 @@ struct join_child {
         };
         final_awaiter final_suspend() const noexcept { return {}; }
         void return_void() const noexcept {}
-        void unhandled_exception() noexcept { error = std::current_exception(); }
+        void unhandled_exception() noexcept {
+            error = std::current_exception();
+            if (stop_on_error) stop_on_error->request_stop();
+        }
     };
 
     join_child(std::coroutine_handle<promise_type> h) noexcept : h(h) {}
@@ -81,10 +85,12 @@ join_child make_child(A a, Sink sink) {
 /// Holds the environment by pointer: g++ 12 destroyed an aggregate `co_await` operand
 /// holding a `std::stop_token` twice (ASan: the stop state released twice), so the
 /// awaiters built inline in combinators stay trivially destructible.
+/// If a child throws, `stop` (when given) is requested so the siblings end promptly.
 template <std::size_t N>
 struct join_awaiter {
     join_child* children;
     const task_env* env;
+    std::stop_source* stop = nullptr;
     join_counter counter{};
 
     bool await_ready() const noexcept { return false; }
@@ -95,6 +101,7 @@ struct join_awaiter {
             auto& p = children[i].h.promise();
             p.env = *env;
             p.counter = &counter;
+            p.stop_on_error = stop;
             children[i].h.resume();
         }
         return --counter.remaining != 0;
@@ -134,19 +141,21 @@ task<detail::awaited_t<A>> with_stop_token(A a, std::stop_token token) {
 }
 
 /// Runs all of `as` concurrently on the current loop and returns their values in order
-/// (`std::monostate` for void ones). Waits for every one, even if one throws; then
-/// rethrows the first exception.
+/// (`std::monostate` for void ones). If one throws, the others are cancelled; all are
+/// waited for, then the first exception is rethrown.
 template <class... As>
 task<std::tuple<detail::child_value_t<As>...>> when_all(As... as) {
     detail::task_env env;
     co_await detail::read_env{env};
+    detail::linked_stop_source stop(env.token);
     std::tuple<std::optional<detail::child_value_t<As>>...> values;
     auto make = [&]<std::size_t... I>(std::index_sequence<I...>) {
         return std::array<detail::join_child, sizeof...(As)>{detail::make_child(
             std::move(as), [&values](auto&& v) { std::get<I>(values).emplace(std::move(v)); })...};
     };
     auto children = make(std::index_sequence_for<As...>{});
-    co_await detail::join_awaiter<sizeof...(As)>{children.data(), &env};
+    detail::task_env child_env{env.loop, stop.source.get_token()};
+    co_await detail::join_awaiter<sizeof...(As)>{children.data(), &child_env, &stop.source};
     co_return std::apply([](auto&... v) { return std::tuple<detail::child_value_t<As>...>(std::move(*v)...); },
                          values);
 }
@@ -171,7 +180,7 @@ task<std::variant<detail::child_value_t<As>...>> when_any(As... as) {
     };
     auto children = make(std::index_sequence_for<As...>{});
     detail::task_env child_env{env.loop, stop.source.get_token()};
-    co_await detail::join_awaiter<sizeof...(As)>{children.data(), &child_env};
+    co_await detail::join_awaiter<sizeof...(As)>{children.data(), &child_env, &stop.source};
     co_return std::move(*winner);
 }
 
@@ -199,7 +208,7 @@ task<detail::awaited_t<A>> with_timeout(A a, std::chrono::duration<Rep, Period> 
             }
         })};
     detail::task_env child_env{env.loop, stop.source.get_token()};
-    co_await detail::join_awaiter<2>{children.data(), &child_env};
+    co_await detail::join_awaiter<2>{children.data(), &child_env, &stop.source};
     if (timed_out && !*value && value->error() == std::errc::operation_canceled && !env.token.stop_requested())
         co_return std::make_error_code(std::errc::timed_out);
     co_return std::move(*value);

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <mutex>
 #include <stop_token>
 #include <thread>
@@ -37,39 +38,41 @@ enum class op_state : std::uint8_t {
 /// no allocation per operation, and it is never moved while the loop points at it.
 struct op_base {
     std::coroutine_handle<> continuation{};  ///< resumed when the operation completes
-    op_base* next = nullptr;                 ///< intrusive link of the ready queue
+    op_base* next = nullptr;                 ///< intrusive links of the ready queue
+    op_base* prev = nullptr;
     int res = 0;                             ///< >= 0 result, or -errno (io_uring convention)
     op_state state = op_state::idle;
 };
 
-/// Intrusive FIFO of completed operations.
+/// Intrusive FIFO of completed operations. Doubly linked, so a frame destroyed while
+/// its completion is still queued can take itself out in O(1).
 class op_queue {
 public:
     bool empty() const noexcept { return head_ == nullptr; }
+    std::size_t size() const noexcept { return size_; }
     void push(op_base* op) noexcept {
         op->next = nullptr;
+        op->prev = tail_;
         if (tail_) tail_->next = op; else head_ = op;
         tail_ = op;
+        ++size_;
     }
     op_base* pop() noexcept {
         op_base* op = head_;
-        if (op) {
-            head_ = op->next;
-            if (!head_) tail_ = nullptr;
-        }
+        if (op) remove(op);
         return op;
     }
-    /// Moves the whole queue out, leaving this one empty.
-    op_queue take() noexcept {
-        op_queue q;
-        std::swap(q.head_, head_);
-        std::swap(q.tail_, tail_);
-        return q;
+    void remove(op_base* op) noexcept {
+        if (op->prev) op->prev->next = op->next; else head_ = op->next;
+        if (op->next) op->next->prev = op->prev; else tail_ = op->prev;
+        op->next = op->prev = nullptr;
+        --size_;
     }
 
 private:
     op_base* head_ = nullptr;
     op_base* tail_ = nullptr;
+    std::size_t size_ = 0;
 };
 
 /// A timer record: an operation with a deadline and its position in the heap.
@@ -172,10 +175,19 @@ public:
         return true;
     }
 
-    /// Starts `t`, which must hold a deadline.
+    /// Takes a completed `op` out of the ready queue without resuming it (its frame is
+    /// being destroyed); does nothing for an operation that is not queued.
+    void unqueue(op_base& op) noexcept {
+        if (op.state != op_state::ready) return;
+        ready_.remove(&op);
+        op.state = op_state::idle;
+    }
+
+    /// Starts `t`, which must hold a deadline. Marked parked only once it is in the heap,
+    /// so a failed insertion (bad_alloc) leaves nothing to unlink.
     void add_timer(timer_op& t) {
-        t.state = op_state::parked;
         timers_.push(&t);
+        t.state = op_state::parked;
     }
     /// Removes a parked timer without completing it (its frame is being destroyed).
     void forget_timer(timer_op& t) noexcept {
@@ -197,6 +209,10 @@ public:
 
     /// Number of pending timers (for tests and diagnostics).
     std::size_t pending_timers() const noexcept { return timers_.size(); }
+
+    /// Makes the current resumption throw `e` once it returns (a spawned task's
+    /// exception handler threw: its frame is gone, the exception goes to `run()`'s caller).
+    void rethrow_after_resume(std::exception_ptr e) noexcept { escaped_ = std::move(e); }
 
     /// Debug check of DESIGN invariant 9: loop state is touched from its own thread only.
     void assert_loop_thread() const noexcept { assert(std::this_thread::get_id() == owner_); }
@@ -222,7 +238,8 @@ protected:
     }
 
     /// Runs what other threads posted. Clears the wake flag first, so a post that
-    /// races with this call wakes the next wait instead of being stranded.
+    /// races with this call wakes the next wait instead of being stranded. If a function
+    /// throws, the ones after it are put back (they run on the next iteration).
     bool run_posted() {
         if (!wake_pending_.load(std::memory_order_acquire)) return false;
         wake_pending_.store(false, std::memory_order_release);
@@ -231,7 +248,16 @@ protected:
             std::lock_guard lock(post_mutex_);
             batch.swap(posted_);
         }
-        for (auto& fn : batch) fn();
+        std::size_t i = 0;
+        try {
+            for (; i < batch.size(); ++i) batch[i]();
+        } catch (...) {
+            std::lock_guard lock(post_mutex_);
+            posted_.insert(posted_.begin(), std::make_move_iterator(batch.begin() + static_cast<long>(i) + 1),
+                           std::make_move_iterator(batch.end()));
+            wake_pending_.store(true, std::memory_order_release);
+            throw;
+        }
         return !batch.empty();
     }
 
@@ -240,20 +266,23 @@ protected:
     clock::duration wait_budget() const noexcept {
         if (!ready_.empty() || wake_pending_.load(std::memory_order_acquire)) return clock::duration::zero();
         if (timers_.empty()) return clock::duration::max();
-        auto d = timers_.top()->deadline - now_;
-        return d > clock::duration::zero() ? d : clock::duration::zero();
+        auto deadline = timers_.top()->deadline;
+        // Compare first: subtracting a deadline far in the past (time_point::min()) overflows.
+        return deadline <= now_ ? clock::duration::zero() : deadline - now_;
     }
 
     /// Resumes everything completed so far. Items queued while doing so wait for the
     /// next iteration, so a coroutine that keeps re-queuing itself cannot starve IO.
+    /// Each item leaves the queue just before it is resumed, so an exception thrown
+    /// by one resumption leaves the others queued, not lost.
     std::size_t resume_ready() {
-        op_queue batch = ready_.take();
-        std::size_t n = 0;
-        while (op_base* op = batch.pop()) {
+        std::size_t n = ready_.size();
+        for (std::size_t i = 0; i < n; ++i) {
+            op_base* op = ready_.pop();
             op->state = op_state::idle;
             budget_ = sync_budget;
-            ++n;
             op->continuation.resume();
+            if (escaped_) [[unlikely]] std::rethrow_exception(std::exchange(escaped_, nullptr));
         }
         return n;
     }
@@ -281,6 +310,7 @@ private:
     std::mutex post_mutex_;
     std::vector<std::function<void()>> posted_;
     std::atomic<bool> wake_pending_{false};
+    std::exception_ptr escaped_;
 };
 
 /// What a task inherits from whoever awaits it: the loop that runs it and the stop

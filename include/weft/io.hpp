@@ -131,21 +131,34 @@ interest direction_of(const Op& op) noexcept {
 template <class Backend, class Op>
 class [[nodiscard]] io_awaiter : private detail::reactor_op {
 public:
-    /// An operation `op` on `backend`; nothing happens until it is awaited.
-    io_awaiter(Backend& backend, Op op) noexcept : backend_(&backend), op_(std::move(op)) {}
+    /// An operation `op` on `backend` (null for a closed socket: it fails with `EBADF`);
+    /// nothing happens until it is awaited.
+    io_awaiter(Backend* backend, Op op) noexcept : backend_(backend), op_(std::move(op)) {}
     /// Moves a not-yet-awaited operation (e.g. into `with_timeout`).
     io_awaiter(io_awaiter&& o) noexcept : detail::reactor_op(), backend_(o.backend_), op_(std::move(o.op_)) {
         assert(o.state == detail::op_state::idle);
     }
     io_awaiter& operator=(io_awaiter&&) = delete;
-    /// Unlinks an operation still parked in the backend (its frame dies with the loop).
+    /// Unlinks an operation whose frame is destroyed before it was resumed (a loop
+    /// torn down with tasks in it): still parked in the backend, or completed and
+    /// queued. A completed result that owns a resource (an accepted fd) is released.
     ~io_awaiter() {
         stop_.reset();
-        if (this->state == detail::op_state::parked) backend_->forget(*this);
+        if (this->state == detail::op_state::parked) {
+            backend_->forget(*this);
+        } else if (this->state == detail::op_state::ready) {
+            backend_->core().unqueue(*this);
+            if constexpr (requires { op_.discard(0); }) op_.discard(this->res);
+        }
     }
 
-    /// Reactor: try the syscall now; true if it completed without waiting.
+    /// Reactor: try the syscall now; true if it completed without waiting. On a closed
+    /// socket (no backend) it completes at once with `EBADF`.
     bool await_ready() noexcept {
+        if (!backend_) [[unlikely]] {
+            this->res = -EBADF;
+            return true;
+        }
         if constexpr (Backend::kind == backend_kind::reactor) {
             if (!backend_->should_try(op_.fd, detail::direction_of(op_))) return false;
             if (!backend_->core().take_budget()) {

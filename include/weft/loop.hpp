@@ -42,14 +42,26 @@ struct spawned_frame {
             bool await_ready() const noexcept { return false; }
             void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
                 promise_type& p = h.promise();
+                std::exception_ptr escaped = std::move(p.escaped);
+                loop_core* core = p.env.loop;
                 (*p.on_done)(p);
                 h.destroy();  // frames die once: here, right after the body ends
+                if (escaped) core->rethrow_after_resume(std::move(escaped));
             }
             void await_resume() const noexcept {}
         };
         final_awaiter final_suspend() const noexcept { return {}; }
         void return_void() const noexcept {}
-        void unhandled_exception() const { (*on_error)(std::current_exception()); }
+        /// Hands the exception to the loop's handler. If the handler itself throws, that
+        /// exception leaves `run()` once this frame has been cleaned up.
+        void unhandled_exception() noexcept {
+            try {
+                (*on_error)(std::current_exception());
+            } catch (...) {
+                escaped = std::current_exception();
+            }
+        }
+        std::exception_ptr escaped;
     };
 };
 
@@ -118,7 +130,7 @@ public:
     /// Runs at most one iteration: waits up to `timeout` for IO or timers, then resumes
     /// whatever became ready. Returns the number of resumed operations.
     std::size_t run_once(clock::duration timeout = clock::duration::max()) {
-        return step(timeout);
+        return step(timeout < clock::duration::zero() ? clock::duration::zero() : timeout);
     }
 
     /// Starts `t` detached: the loop owns its frame until it ends. `token` cancels its

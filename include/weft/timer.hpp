@@ -29,10 +29,11 @@ public:
         this->deadline = o.deadline;
     }
     sleep_awaiter& operator=(sleep_awaiter&&) = delete;
-    /// Unlinks a still-pending timer (its frame is being destroyed with the loop).
+    /// Unlinks a still-pending or fired-but-not-resumed timer (its frame is being destroyed).
     ~sleep_awaiter() {
         stop_.reset();
         if (this->state == detail::op_state::parked) loop_->forget_timer(*this);
+        else if (this->state == detail::op_state::ready) loop_->unqueue(*this);
     }
 
     /// Always suspends: even an expired deadline goes through the loop, so

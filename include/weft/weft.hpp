@@ -6,6 +6,7 @@
 #include "backend/concepts.hpp"
 #include "backend/epoll.hpp"
 #include "backend/reactor.hpp"
+#include "backends.hpp"
 #include "cancel.hpp"
 #include "core.hpp"
 #include "io.hpp"

@@ -88,8 +88,10 @@ private:
                 tsp = &ts;
             }
             int n = static_cast<int>(sys::detail::check(::epoll_pwait2(fd_, events_, max_events, tsp, nullptr)));
-            if (n != -ENOSYS) return n;
-            use_pwait2_ = false;  // kernel older than 5.11
+            // ENOSYS: kernel older than 5.11. EPERM/ENOTSUP: a container's seccomp profile
+            // that predates the syscall rejects it; epoll_wait still works there.
+            if (n != -ENOSYS && n != -EPERM && n != -ENOTSUP) return n;
+            use_pwait2_ = false;
         }
         int ms = -1;
         if (timeout != clock::duration::max()) {

@@ -27,6 +27,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <system_error>
 #include <vector>
@@ -179,16 +180,18 @@ public:
     }
 
     /// One wait: sleeps at most `timeout` (not at all while retries are queued), re-runs
-    /// the operations whose fds became ready, then the queued retries.
+    /// the operations whose fds became ready, then the queued retries. A failing wait
+    /// (other than `EINTR`) throws `std::system_error`: ignoring it would spin forever.
     void wait(clock::duration timeout) {
         if (!deferred_.empty()) timeout = clock::duration::zero();
-        demux_.wait(timeout, [this](int fd, bool readable, bool writable, bool closed) noexcept {
+        int n = demux_.wait(timeout, [this](int fd, bool readable, bool writable, bool closed) noexcept {
             if (fd < 0 || static_cast<std::size_t>(fd) >= slots_.size()) return;
             slot& s = slots_[static_cast<std::size_t>(fd)];
             s.closed = s.closed || closed;
             if (readable) on_ready(fd, s, 0);
             if (writable) on_ready(fd, s, 1);
         });
+        if (n < 0 && n != -EINTR) throw std::system_error(-n, std::system_category(), std::string(name) + " wait");
         if (deferred_.empty()) return;
         std::vector<detail::reactor_op*> batch;
         batch.swap(deferred_);

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <memory>
 #include <ranges>
 #include <span>
 #include <type_traits>
@@ -103,6 +104,10 @@ struct accept_op {
         }
     }
     bool drained(int) const noexcept { return false; }
+    /// Closes a connection that was accepted but never handed to anyone.
+    void discard(int res) const noexcept {
+        if (res >= 0) sys::close(res);
+    }
     result<tcp_stream<Backend>> make(int res) const noexcept {
         if (res < 0) return errno_code(-res);
         return tcp_stream<Backend>::adopt(*backend, res);
@@ -153,7 +158,7 @@ public:
         if (fd < 0) co_return detail::errno_code(-fd);
         auto s = adopt(l.backend(), fd);
         if (!s) co_return s;
-        result<void> r = co_await io_awaiter<Backend, detail::connect_op>(l.backend(), {fd, peer});
+        result<void> r = co_await io_awaiter<Backend, detail::connect_op>(&l.backend(), {fd, peer});
         if (!r) co_return r.error();
         co_return s;
     }
@@ -161,30 +166,30 @@ public:
     /// Reads what is available, at least 1 byte; yields the count, 0 at EOF.
     template <mutable_byte_buffer B>
     auto read_some(B&& buf) noexcept {
-        return io_awaiter<Backend, detail::recv_op>(*backend_, {fd_, as_writable_bytes(buf)});
+        return io_awaiter<Backend, detail::recv_op>(backend_, {fd_, as_writable_bytes(buf)});
     }
     /// Writes some of `buf` (at least 1 byte); yields the count.
     template <byte_buffer B>
     auto write_some(B&& buf) noexcept {
-        return io_awaiter<Backend, detail::send_op>(*backend_, {fd_, as_bytes(buf)});
+        return io_awaiter<Backend, detail::send_op>(backend_, {fd_, as_bytes(buf)});
     }
     /// Reads exactly `buf.size()` bytes; `weft::errc::eof` if the peer closes first.
     template <mutable_byte_buffer B>
     auto read_exact(B&& buf) noexcept {
-        return io_awaiter<Backend, detail::read_exact_op>(*backend_, {fd_, as_writable_bytes(buf)});
+        return io_awaiter<Backend, detail::read_exact_op>(backend_, {fd_, as_writable_bytes(buf)});
     }
     /// Writes all of `buf`, looping over partial writes; yields `buf.size()`.
     template <byte_buffer B>
     auto write_all(B&& buf) noexcept {
-        return io_awaiter<Backend, detail::write_all_op>(*backend_, {fd_, as_bytes(buf)});
+        return io_awaiter<Backend, detail::write_all_op>(backend_, {fd_, as_bytes(buf)});
     }
     /// Waits until the socket is readable (data, EOF or error), reading nothing.
     auto wait_readable() noexcept {
-        return io_awaiter<Backend, detail::wait_op>(*backend_, {fd_, interest::read});
+        return io_awaiter<Backend, detail::wait_op>(backend_, {fd_, interest::read});
     }
     /// Waits until the socket is writable.
     auto wait_writable() noexcept {
-        return io_awaiter<Backend, detail::wait_op>(*backend_, {fd_, interest::write});
+        return io_awaiter<Backend, detail::wait_op>(backend_, {fd_, interest::write});
     }
 
     /// Half-closes: `SHUT_WR` (the default) sends FIN and keeps reading possible.
@@ -239,14 +244,14 @@ public:
     tcp_listener() noexcept = default;
     /// Takes over `o`'s socket.
     tcp_listener(tcp_listener&& o) noexcept
-        : backend_(o.backend_), fd_(std::exchange(o.fd_, -1)), reserve_(std::exchange(o.reserve_, -1)) {}
+        : backend_(o.backend_), fd_(std::exchange(o.fd_, -1)), reserve_(std::move(o.reserve_)) {}
     /// Closes the current socket and takes over `o`'s.
     tcp_listener& operator=(tcp_listener&& o) noexcept {
         if (this != &o) {
             (void)close();
             backend_ = o.backend_;
             fd_ = std::exchange(o.fd_, -1);
-            reserve_ = std::exchange(o.reserve_, -1);
+            reserve_ = std::move(o.reserve_);
         }
         return *this;
     }
@@ -266,8 +271,9 @@ public:
         if (r == 0) r = sys::listen(fd, opts.backlog);
         if (r == 0) r = l.backend().attach(fd);
         if (r < 0) return detail::errno_code(-r);
-        t.reserve_ = sys::open("/dev/null", O_RDONLY);
-        if (t.reserve_ < 0) return detail::errno_code(-t.reserve_);
+        int reserve = sys::open("/dev/null", O_RDONLY);
+        if (reserve < 0) return detail::errno_code(-reserve);
+        t.reserve_ = std::make_unique<int>(reserve);
         return t;
     }
 
@@ -275,7 +281,7 @@ public:
     /// reported after shedding the pending connection (see `detail::accept_op`): back off
     /// briefly before accepting again.
     auto accept() noexcept {
-        return io_awaiter<Backend, detail::accept_op<Backend>>(*backend_, {fd_, &reserve_, backend_});
+        return io_awaiter<Backend, detail::accept_op<Backend>>(backend_, {fd_, reserve_.get(), backend_});
     }
 
     /// The bound address, with the port the kernel chose for port 0.
@@ -289,7 +295,7 @@ public:
 
     /// Stops listening; a pending `accept` completes with `operation_canceled`.
     result<void> close() noexcept {
-        if (reserve_ >= 0) sys::close(std::exchange(reserve_, -1));
+        if (reserve_ && *reserve_ >= 0) sys::close(std::exchange(*reserve_, -1));
         if (fd_ < 0) return {};
         backend_->detach(fd_);
         return detail::to_result(sys::close(std::exchange(fd_, -1)));
@@ -304,7 +310,9 @@ private:
     tcp_listener(Backend& backend, int fd) noexcept : backend_(&backend), fd_(fd) {}
     Backend* backend_ = nullptr;
     int fd_ = -1;
-    int reserve_ = -1;
+    /// The spare fd given up on EMFILE. On the heap so a pending accept's pointer to it
+    /// stays valid if the listener object is moved.
+    std::unique_ptr<int> reserve_;
 };
 
 }  // namespace weft

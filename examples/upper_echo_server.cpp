@@ -1,0 +1,104 @@
+// The classic teaching server: every chunk a client sends comes back upper-cased
+// (ASCII a-z only; every other byte unchanged). Many clients at once; when a client
+// half-closes, the server sends what is left and closes.
+//
+//   upper_echo_server [--port 8800] [--host 127.0.0.1] [--backend epoll_et]
+//
+// Prints the address it listens on; exits cleanly on SIGINT/SIGTERM.
+#include <weft/weft.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include "args.hpp"
+
+namespace {
+
+// A signal handler may only do async-signal-safe things: loop::stop() is one.
+void (*g_stop)(void*) = nullptr;
+void* g_loop = nullptr;
+extern "C" void on_signal(int) {
+    if (g_stop) g_stop(g_loop);
+}
+
+template <class B>
+weft::task<void> session(weft::tcp_stream<B> client) {
+    std::array<char, 16384> buf;
+    for (;;) {
+        auto n = co_await client.read_some(buf);
+        if (!n || *n == 0) break;  // EOF (the client half-closed) or an error such as a reset
+        for (std::size_t i = 0; i < *n; ++i)
+            if (buf[i] >= 'a' && buf[i] <= 'z') buf[i] = static_cast<char>(buf[i] - 'a' + 'A');
+        if (!co_await client.write_all(std::span(buf.data(), *n))) break;
+    }
+    // Everything read has been answered: say we are done too.
+    (void)client.shutdown();
+}
+
+template <class B>
+weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener) {
+    for (;;) {
+        auto client = co_await listener.accept();
+        if (client) {
+            loop.spawn(session(std::move(*client)));
+        } else if (client.error() == std::errc::too_many_files_open ||
+                   client.error() == std::errc::too_many_files_open_in_system) {
+            std::fprintf(stderr, "accept: %s; backing off\n", client.error().message().c_str());
+            co_await weft::sleep_for(std::chrono::milliseconds(10));
+        } else if (client.error() == std::errc::operation_canceled) {
+            co_return;  // the listener was closed
+        } else {
+            std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
+        }
+    }
+}
+
+template <class B>
+int run(const weft::endpoint& where) {
+    weft::loop<B> loop;
+    auto listener = weft::tcp_listener<B>::bind(loop, where);
+    if (!listener) {
+        std::fprintf(stderr, "error: cannot listen on %s: %s\n", where.to_string().c_str(),
+                     listener.error().message().c_str());
+        return 1;
+    }
+    std::printf("upper_echo_server listening on %s (backend %s)\n",
+                listener->local_endpoint().value().to_string().c_str(), std::string(B::name).c_str());
+    std::fflush(stdout);
+    g_loop = &loop;
+    g_stop = [](void* l) { static_cast<weft::loop<B>*>(l)->stop(); };
+    loop.spawn(serve(loop, *listener));
+    loop.run();
+    g_stop = nullptr;
+    std::printf("upper_echo_server: stopped\n");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    auto args = example::parse(argc, argv);
+    if (args.get("--help")) {
+        std::printf("usage: upper_echo_server [--port N] [--host ADDR] [--backend NAME]\n  backends: %s\n",
+                    weft::all_backends::names().c_str());
+        return 0;
+    }
+    std::uint16_t port = example::port_or_exit(args.get("--port").value_or("8800"));
+    std::string host = args.get("--host").value_or("127.0.0.1");
+    auto where = host.find(':') != std::string::npos ? weft::endpoint::v6(host, port) : weft::endpoint::v4(host, port);
+    if (!where) {
+        std::fprintf(stderr, "error: --host '%s': %s\n", host.c_str(), where.error().message().c_str());
+        return 2;
+    }
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    std::string name = args.get("--backend").value_or("epoll_et");
+    int rc = 0;
+    if (!weft::with_backend(name, [&]<class B>() { rc = run<B>(*where); })) {
+        std::fprintf(stderr, "error: unknown backend '%s' (choose from: %s)\n", name.c_str(),
+                     weft::all_backends::names().c_str());
+        return 2;
+    }
+    return rc;
+}
