@@ -57,9 +57,11 @@ inline std::error_code make_error_code(errc e) noexcept {
 
 }  // namespace weft
 
-/// Lets `weft::errc` convert implicitly to `std::error_code`.
+/// @cond INTERNAL
+// Lets `weft::errc` convert implicitly to `std::error_code`.
 template <>
 struct std::is_error_code_enum<weft::errc> : std::true_type {};
+/// @endcond
 
 namespace weft {
 

@@ -99,11 +99,11 @@ public:
         return e;
     }
 
-    /// 127.0.0.1:`port`.
+    /// The IPv4 loopback address 127.0.0.1 with `port`.
     static endpoint loopback_v4(std::uint16_t port = 0) noexcept { return *v4("127.0.0.1", port); }
-    /// [::1]:`port`.
+    /// The IPv6 loopback address ::1 with `port`.
     static endpoint loopback_v6(std::uint16_t port = 0) noexcept { return *v6("::1", port); }
-    /// 0.0.0.0:`port` (every IPv4 interface).
+    /// The IPv4 wildcard address 0.0.0.0 (every interface) with `port`.
     static endpoint any_v4(std::uint16_t port = 0) noexcept { return *v4("0.0.0.0", port); }
 
     /// Copies a kernel-filled address; `AF_UNSPEC` if `len` is too large or the family unknown.
