@@ -18,18 +18,24 @@
 
 namespace weft::backend {
 
-/// epoll as a `reactor` demultiplexer; `Edge` selects `EPOLLET`.
+/// epoll as a `reactor` demultiplexer; `Edge` selects `EPOLLET`. `Eager` (level-triggered
+/// only) removes interest as soon as an operation completes instead of lazily: it exists
+/// to measure the two policies against each other (`benchmarks/lt_interest.sh`).
 ///
 /// The kernel keeps the interest list, so a wait costs O(ready fds), not O(watched fds).
 /// Waits use `epoll_pwait2` (nanosecond timeouts; no early wake-up that would spin on a
 /// sub-millisecond timer) and fall back to `epoll_wait`, rounding the timeout up.
-template <bool Edge>
+template <bool Edge, bool Eager = false>
 class epoll_demux {
 public:
-    /// "epoll_et" or "epoll_lt".
-    static constexpr std::string_view name = Edge ? "epoll_et" : "epoll_lt";
+    static_assert(!(Edge && Eager), "the eager interest policy is level-triggered only");
+    /// "epoll_et", "epoll_lt", or "epoll_lt_eager".
+    static constexpr std::string_view name = Edge ? "epoll_et" : Eager ? "epoll_lt_eager" : "epoll_lt";
     /// Whether readiness is reported once per change (the reader must drain).
     static constexpr bool edge_triggered = Edge;
+    /// Level-triggered: drop interest when an operation completes (true) or lazily when
+    /// the fd reports ready with nobody waiting (false, the default).
+    static constexpr bool eager_interest = Eager;
     /// epoll exists on every Linux weft supports.
     static bool available() noexcept { return true; }
 
@@ -110,8 +116,12 @@ private:
 using epoll_lt = reactor<epoll_demux<false>>;
 /// epoll, edge-triggered (`EPOLLET`): reported once per change; weft drains fairly.
 using epoll_et = reactor<epoll_demux<true>>;
+/// epoll, level-triggered, with interest added and removed around every operation that
+/// waits: the textbook policy, kept to measure `epoll_lt`'s lazy policy against it.
+using epoll_lt_eager = reactor<epoll_demux<false, true>>;
 
 static_assert(reactor_backend<epoll_lt>);
 static_assert(reactor_backend<epoll_et>);
+static_assert(reactor_backend<epoll_lt_eager>);
 
 }  // namespace weft::backend

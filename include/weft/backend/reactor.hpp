@@ -202,6 +202,7 @@ public:
             std::size_t d = index(op->dir);
             if (op->perform(*op)) {
                 s.waiter[d] = nullptr;
+                if constexpr (eager) disarm(op->fd, s, d);
                 core_.complete(*op, op->res);
             } else if (int err = arm(op->fd, s, d); err < 0) {
                 s.waiter[d] = nullptr;
@@ -260,22 +261,31 @@ private:
         return 0;
     }
 
+    /// Level-triggered: stop watching direction `d` of `fd`.
+    void disarm(int fd, slot& s, std::size_t d) noexcept {
+        auto mask = static_cast<std::uint8_t>(s.registered & ~(1u << d));
+        if (mask == s.registered) return;
+        if (mask ? demux_.modify(fd, mask) >= 0 : demux_.remove(fd) >= 0) s.registered = mask;
+    }
+
+    /// The eager level-triggered policy (for measurement: see `docs/io-models.md`).
+    static constexpr bool eager = [] {
+        if constexpr (requires { Demux::eager_interest; }) return Demux::eager_interest;
+        else return false;
+    }();
+
     void on_ready(int fd, slot& s, std::size_t d) noexcept {
         s.ready[d] = true;
         detail::reactor_op* op = s.waiter[d];
         if (!op) {
-            if constexpr (!Demux::edge_triggered) {
-                // Nobody waits: stop watching this direction (lazy deregistration).
-                auto mask = static_cast<std::uint8_t>(s.registered & ~(1u << d));
-                if (mask != s.registered) {
-                    if (mask ? demux_.modify(fd, mask) >= 0 : demux_.remove(fd) >= 0) s.registered = mask;
-                }
-            }
+            // Nobody waits: stop watching this direction (lazy deregistration).
+            if constexpr (!Demux::edge_triggered) disarm(fd, s, d);
             return;
         }
         if (op->deferred) return;  // its retry runs after the scan anyway
         if (op->perform(*op)) {
             s.waiter[d] = nullptr;
+            if constexpr (eager) disarm(fd, s, d);
             core_.complete(*op, op->res);
         }
     }
