@@ -5,6 +5,8 @@
 #
 #   benchmarks/lt_interest.sh [CONNECTIONS] [SECONDS] [REPETITIONS]   (defaults 8 3 3)
 #
+# Syscalls are counted with perf's tracepoint counters (needs root or
+# kernel.perf_event_paranoid <= -1 for tracepoints).
 # Policies: epoll_lt (lazy: interest kept while operations keep parking, dropped when
 # the fd reports ready with nobody waiting) and epoll_lt_eager (added on every park,
 # removed on every completion). Reports medians over the repetitions; server order
@@ -12,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-weft_need_packages "${WEFT_BUILD_PACKAGES[@]}" strace util-linux
+weft_need_packages "${WEFT_BUILD_PACKAGES[@]}" linux-perf util-linux
 conns="${1:-8}" secs="${2:-3}" reps="${3:-3}"
 cmake --preset default >/dev/null
 cmake --build --preset default -j "$(nproc)" --target echo_server pingpong_load >/dev/null
@@ -34,39 +36,28 @@ for ((r = 0; r < reps; r++)); do
     for ((i = 0; i < ${#backends[@]}; i++)); do
         b=${backends[$(((i + r) % ${#backends[@]}))]}
         start_server "$b"
+        # Syscalls are counted in the kernel (tracepoint counters): unlike strace, this
+        # does not slow the server enough to change how often its reads must wait.
+        perf stat -x, -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_ctl -p "$pid" -o "$tmp/perf" &
+        ppid=$!
         before=$(cpu_ticks "$pid")
         line=$(taskset -c 1 "$bin/pingpong_load" --port "$port" --connections "$conns" --seconds "$secs")
         after=$(cpu_ticks "$pid")
+        kill -INT "$ppid"; wait "$ppid" || true
         kill -TERM "$pid"; wait "$pid" || true
         msgs=$(sed 's/.*msgs=\([0-9]*\).*/\1/' <<<"$line")
         rate=$(sed 's/.*msgs_per_s=\([0-9]*\).*/\1/' <<<"$line")
-        us=$(awk -v t=$((after - before)) -v hz="$tck" -v m="$msgs" 'BEGIN {printf "%.3f", t / hz * 1e6 / m}')
-        echo "$b $rate $us" >>"$tmp/runs"
+        sys=$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$tmp/perf")
+        ctl=$(awk -F, '/sys_enter_epoll_ctl/ {print $1}' "$tmp/perf")
+        awk -v b="$b" -v rate="$rate" -v t=$((after - before)) -v hz="$tck" -v m="$msgs" -v s="$sys" -v c="$ctl" \
+            'BEGIN {printf "%s %s %.3f %.3f %.4f\n", b, rate, t / hz * 1e6 / m, s / m, c / m}' >>"$tmp/runs"
     done
 done
 
-# Syscalls per message: one counted run per backend (strace slows the server, so its
-# throughput is not used).
-for b in "${backends[@]}"; do
-    start_server "$b"
-    strace -c -f -q -o "$tmp/strace" -p "$pid" &
-    spid=$!
-    sleep 0.3
-    line=$(taskset -c 1 "$bin/pingpong_load" --port "$port" --connections "$conns" --seconds 2)
-    kill -INT "$spid"; wait "$spid" || true
-    kill -TERM "$pid"; wait "$pid" || true
-    msgs=$(sed 's/.*msgs=\([0-9]*\).*/\1/' <<<"$line")
-    total=$(awk '$NF == "total" {print $4}' "$tmp/strace")
-    ctl=$(awk '$NF == "epoll_ctl" {print $4}' "$tmp/strace")
-    awk -v b="$b" -v t="${total:-0}" -v c="${ctl:-0}" -v m="$msgs" \
-        'BEGIN {printf "%s %.2f %.3f\n", b, t / m, c / m}' >>"$tmp/sys"
-done
-
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "epoll interest policies: $conns connections x 64 B ping-pong, ${secs}s x $reps runs, medians"
 printf '%-16s %12s %16s %14s %18s\n' backend msgs/s "server µs/msg" syscalls/msg epoll_ctl/msg
 for b in "${backends[@]}"; do
-    med_rate=$(awk -v b="$b" '$1 == b {print $2}' "$tmp/runs" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    med_us=$(awk -v b="$b" '$1 == b {print $3}' "$tmp/runs" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    read -r _ sys ctl < <(awk -v b="$b" '$1 == b' "$tmp/sys")
-    printf '%-16s %12s %16s %14s %18s\n' "$b" "$med_rate" "$med_us" "$sys" "$ctl"
+    col() { awk -v b="$b" -v c="$1" '$1 == b {print $c}' "$tmp/runs" | median; }
+    printf '%-16s %12s %16s %14s %18s\n' "$b" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)"
 done
