@@ -45,7 +45,7 @@ weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener) {
         } else if (client.error() == std::errc::too_many_files_open ||
                    client.error() == std::errc::too_many_files_open_in_system) {
             std::fprintf(stderr, "accept: %s; backing off\n", client.error().message().c_str());
-            co_await weft::sleep_for(std::chrono::milliseconds(10));
+            (void)co_await weft::sleep_for(std::chrono::milliseconds(10));
         } else if (client.error() == std::errc::operation_canceled) {
             co_return;  // the listener was closed
         } else {

@@ -45,7 +45,7 @@ TEMPLATE_TEST_CASE("with_timeout keeps data that won the race", "[cancel]", WEFT
     run_bounded(loop, [&]() -> weft::task<void> {
         auto p = co_await make_pair(loop);
         CO_REQUIRE(co_await p.client.write_all(std::string_view("ready")));
-        co_await weft::sleep_for(5ms);
+        (void)co_await weft::sleep_for(5ms);
         char buf[8];
         // Already readable: the read completes even with a zero timeout.
         auto r = co_await weft::with_timeout(p.server.read_some(buf), 0ms);
@@ -69,7 +69,7 @@ TEMPLATE_TEST_CASE("cancellation propagates from an outer token to nested tasks"
     };
     loop.spawn(outer(), src.get_token());
     loop.spawn([](std::stop_source& s) -> weft::task<void> {
-        co_await weft::sleep_for(5ms);
+        (void)co_await weft::sleep_for(5ms);
         s.request_stop();
     }(src));
     run_until_idle(loop);
@@ -101,7 +101,7 @@ TEMPLATE_TEST_CASE("a child that throws cancels its siblings at once", "[cancel]
     WEFT_REQUIRE_BACKEND(TestType);
     weft::loop<TestType> loop;
     auto thrower = []() -> weft::task<weft::result<void>> {
-        co_await weft::sleep_for(5ms);
+        (void)co_await weft::sleep_for(5ms);
         throw std::runtime_error("child failed");
     };
     auto start = tclock::now();

@@ -168,7 +168,7 @@ TEMPLATE_TEST_CASE("an exception escaping a spawned task reaches the handler", "
         }
     });
     loop.spawn([]() -> weft::task<void> {
-        co_await weft::sleep_for(1ms);
+        (void)co_await weft::sleep_for(1ms);
         throw std::runtime_error("escaped");
     }());
     loop.run();
@@ -188,7 +188,7 @@ TEMPLATE_TEST_CASE("a timer cancelled through a stop token completes once, cance
         co_return r;
     };
     auto canceller = [&]() -> weft::task<void> {
-        co_await weft::sleep_for(5ms);
+        (void)co_await weft::sleep_for(5ms);
         src.request_stop();
         src.request_stop();  // a second request is a no-op
     };
@@ -212,14 +212,14 @@ TEMPLATE_TEST_CASE("a frame destroyed while its completion is queued is unlinked
         co_return 1;
     };
     loop.spawn([](weft::loop<TestType>& l, weft::tcp_stream<TestType>& s) -> weft::task<void> {
-        co_await weft::sleep_for(1ms);
+        (void)co_await weft::sleep_for(1ms);
         l.stop();
         (void)s.close();
     }(loop, p.server));
     REQUIRE_THROWS_AS(loop.run(reader(p.server)), std::system_error);
     // The loop is still usable and holds no dangling completion.
     auto ok = loop.run([]() -> weft::task<int> {
-        co_await weft::sleep_for(1ms);
+        (void)co_await weft::sleep_for(1ms);
         co_return 7;
     }());
     REQUIRE(ok == 7);
@@ -248,7 +248,7 @@ TEMPLATE_TEST_CASE("a deadline in the far past fires at once", "[timer]", WEFT_T
     WEFT_REQUIRE_BACKEND(TestType);
     weft::loop<TestType> loop;
     auto r = run_bounded(loop, [](weft::loop<TestType>& l) -> weft::task<weft::result<void>> {
-        co_await l.sleep_for(1ms);  // make the next wait a real one
+        (void)co_await l.sleep_for(1ms);  // make the next wait a real one
         co_return co_await weft::sleep_until(tclock::time_point::min());
     }(loop), 5000ms);
     REQUIRE(r);

@@ -105,7 +105,7 @@ TEST_CASE("a chain of 1,000,000 synchronous completions does not grow the stack"
 TEST_CASE("a chain of 100,000 tasks that each suspend once resumes correctly", "[task]") {
     weft::loop<B> loop;
     auto suspending = []() -> weft::task<int> {
-        co_await weft::sleep_for(std::chrono::nanoseconds(0));
+        (void)co_await weft::sleep_for(std::chrono::nanoseconds(0));
         co_return 1;
     };
     auto chain = [&]() -> weft::task<long> {

@@ -163,7 +163,7 @@ TEMPLATE_TEST_CASE("a peer reset mid-read gives ECONNRESET", "[tcp]", WEFT_TEST_
             co_return co_await p.server.read_some(buf);  // parks: nothing sent yet
         };
         auto resetter = [&]() -> weft::task<void> {
-            co_await weft::sleep_for(10ms);
+            (void)co_await weft::sleep_for(10ms);
             set_linger_reset(p.client.native_handle());
             REQUIRE(p.client.close());  // abortive close: RST instead of FIN
         };
@@ -247,7 +247,7 @@ TEMPLATE_TEST_CASE("cancel a pending read, then reuse the socket", "[tcp][cancel
             co_return r;
         };
         auto canceller = [&]() -> weft::task<void> {
-            co_await weft::sleep_for(5ms);
+            (void)co_await weft::sleep_for(5ms);
             src.request_stop();
         };
         auto [r, none] = co_await weft::when_all(reader(), canceller());
@@ -274,7 +274,7 @@ TEMPLATE_TEST_CASE("closing a socket completes its pending operations once", "[t
             co_return r;
         };
         auto closer = [&]() -> weft::task<void> {
-            co_await weft::sleep_for(5ms);
+            (void)co_await weft::sleep_for(5ms);
             REQUIRE(p.server.close());
         };
         auto [r, none] = co_await weft::when_all(reader(), closer());
