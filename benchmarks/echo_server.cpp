@@ -36,9 +36,12 @@ template <class B>
 weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener) {
     for (;;) {
         auto c = co_await listener.accept();
-        if (c) loop.spawn(session(std::move(*c)));
-        else if (c.error() == std::errc::operation_canceled) co_return;
-        else (void)co_await weft::sleep_for(std::chrono::milliseconds(1));  // EMFILE and friends: back off
+        if (c)
+            loop.spawn(session(std::move(*c)));
+        else if (c.error() == std::errc::operation_canceled)
+            co_return;
+        else
+            (void)co_await weft::sleep_for(std::chrono::milliseconds(1));  // EMFILE and friends: back off
     }
 }
 

@@ -50,8 +50,7 @@ inline args parse(int argc, char** argv, std::vector<std::string_view> flags = {
 }
 
 /// Parses a decimal number in [lo, hi] or exits with a message naming the option.
-inline unsigned long number_or_exit(const char* option, const std::string& text, unsigned long lo,
-                                    unsigned long hi) {
+inline unsigned long number_or_exit(const char* option, const std::string& text, unsigned long lo, unsigned long hi) {
     unsigned long v = 0;
     auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
     if (ec != std::errc{} || p != text.data() + text.size() || v < lo || v > hi) {

@@ -17,26 +17,26 @@
 #endif
 
 /// Catch2 2 has no SKIP: a backend this process cannot use warns and returns.
-#define WEFT_REQUIRE_BACKEND(B)                                                     \
-    do {                                                                            \
-        if (!B::available()) {                                                      \
-            WARN(std::string(B::name) + " is not available here: test not run");   \
-            return;                                                                 \
-        }                                                                           \
+#define WEFT_REQUIRE_BACKEND(B)                                                  \
+    do {                                                                         \
+        if (!B::available()) {                                                   \
+            WARN(std::string(B::name) + " is not available here: test not run"); \
+            return;                                                              \
+        }                                                                        \
     } while (0)
 
 /// Catch2 2's REQUIRE expands its argument twice (once in dead code), and g++ 12
 /// mis-compiles a `co_await` there (it ran the operation again). Await first, then check.
-#define CO_REQUIRE(...)                    \
-    do {                                   \
+#define CO_REQUIRE(...)                       \
+    do {                                      \
         auto&& weft_awaited_ = (__VA_ARGS__); \
-        REQUIRE(weft_awaited_);            \
+        REQUIRE(weft_awaited_);               \
     } while (0)
 /// `REQUIRE_FALSE` for an awaited expression (see `CO_REQUIRE`).
-#define CO_REQUIRE_FALSE(...)              \
-    do {                                   \
+#define CO_REQUIRE_FALSE(...)                 \
+    do {                                      \
         auto&& weft_awaited_ = (__VA_ARGS__); \
-        REQUIRE_FALSE(weft_awaited_);      \
+        REQUIRE_FALSE(weft_awaited_);         \
     } while (0)
 
 namespace weft_test {

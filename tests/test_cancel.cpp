@@ -8,16 +8,15 @@ TEMPLATE_TEST_CASE("when_all runs children concurrently", "[cancel]", WEFT_TEST_
     WEFT_REQUIRE_BACKEND(TestType);
     weft::loop<TestType> loop;
     auto start = tclock::now();
-    auto [a, b, c] = run_bounded(loop, weft::when_all(weft::sleep_for(30ms), weft::sleep_for(30ms),
-                                                      []() -> weft::task<int> { co_return 7; }()));
+    auto [a, b, c] = run_bounded(
+        loop, weft::when_all(weft::sleep_for(30ms), weft::sleep_for(30ms), []() -> weft::task<int> { co_return 7; }()));
     REQUIRE(a);
     REQUIRE(b);
     REQUIRE(c == 7);
     REQUIRE(tclock::now() - start < 55ms + 200ms);  // not 60 ms of sequential sleeps... with slack for noise
 }
 
-TEMPLATE_TEST_CASE("when_any returns the first and waits for the cancelled loser", "[cancel]",
-                   WEFT_TEST_BACKENDS) {
+TEMPLATE_TEST_CASE("when_any returns the first and waits for the cancelled loser", "[cancel]", WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
     weft::loop<TestType> loop;
     run_bounded(loop, [&]() -> weft::task<void> {
@@ -54,8 +53,7 @@ TEMPLATE_TEST_CASE("with_timeout keeps data that won the race", "[cancel]", WEFT
     }());
 }
 
-TEMPLATE_TEST_CASE("cancellation propagates from an outer token to nested tasks", "[cancel]",
-                   WEFT_TEST_BACKENDS) {
+TEMPLATE_TEST_CASE("cancellation propagates from an outer token to nested tasks", "[cancel]", WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
     weft::loop<TestType> loop;
     std::stop_source src;

@@ -28,22 +28,14 @@ TEST_CASE("endpoint rejects malformed text with a specific error", "[endpoint]")
         errc expected;
     };
     const bad_case cases[] = {
-        {"1.2.3.4", errc::endpoint_missing_port},
-        {"1.2.3.4:99999", errc::endpoint_bad_port},
-        {"1.2.3.4:", errc::endpoint_bad_port},
-        {"1.2.3.4:8x", errc::endpoint_bad_port},
-        {"1.2.3.4:-1", errc::endpoint_bad_port},
-        {"[::1", errc::invalid_endpoint},
-        {"[::1]", errc::endpoint_missing_port},
-        {"[::1]x80", errc::invalid_endpoint},
-        {"host:port", errc::endpoint_bad_port},
-        {"host:80", errc::endpoint_bad_address},
-        {"1.2.3:80", errc::endpoint_bad_address},
-        {"256.1.1.1:80", errc::endpoint_bad_address},
-        {"::1:80", errc::invalid_endpoint},
-        {"[zz::1]:80", errc::endpoint_bad_address},
-        {":80", errc::endpoint_bad_address},
-        {"", errc::endpoint_missing_port},
+        {"1.2.3.4", errc::endpoint_missing_port}, {"1.2.3.4:99999", errc::endpoint_bad_port},
+        {"1.2.3.4:", errc::endpoint_bad_port},    {"1.2.3.4:8x", errc::endpoint_bad_port},
+        {"1.2.3.4:-1", errc::endpoint_bad_port},  {"[::1", errc::invalid_endpoint},
+        {"[::1]", errc::endpoint_missing_port},   {"[::1]x80", errc::invalid_endpoint},
+        {"host:port", errc::endpoint_bad_port},   {"host:80", errc::endpoint_bad_address},
+        {"1.2.3:80", errc::endpoint_bad_address}, {"256.1.1.1:80", errc::endpoint_bad_address},
+        {"::1:80", errc::invalid_endpoint},       {"[zz::1]:80", errc::endpoint_bad_address},
+        {":80", errc::endpoint_bad_address},      {"", errc::endpoint_missing_port},
     };
     for (const auto& c : cases) {
         INFO("input: \"" << c.text << "\"");

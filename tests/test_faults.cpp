@@ -22,8 +22,10 @@ int chaos(weft::sys::call site, int, std::size_t& len) noexcept {
 
 template <class B>
 constexpr bool edge_triggered() {
-    if constexpr (requires { B::edge_triggered; }) return B::edge_triggered;
-    else return false;
+    if constexpr (requires { B::edge_triggered; })
+        return B::edge_triggered;
+    else
+        return false;
 }
 
 int emfile_once(weft::sys::call site, int, std::size_t&) noexcept {

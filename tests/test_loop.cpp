@@ -108,8 +108,8 @@ TEMPLATE_TEST_CASE("stop() from another thread ends run()", "[loop][thread]", WE
     REQUIRE(loop.live_tasks() == 1);  // still suspended; the loop's destructor frees it
 }
 
-TEMPLATE_TEST_CASE("a loop destroyed with suspended tasks frees their frames without resuming them",
-                   "[loop]", WEFT_TEST_BACKENDS) {
+TEMPLATE_TEST_CASE("a loop destroyed with suspended tasks frees their frames without resuming them", "[loop]",
+                   WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
     int destroyed = 0;
     int resumed = 0;
@@ -247,10 +247,13 @@ TEMPLATE_TEST_CASE("an exception from one resumption loses no other ready task",
 TEMPLATE_TEST_CASE("a deadline in the far past fires at once", "[timer]", WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
     weft::loop<TestType> loop;
-    auto r = run_bounded(loop, [](weft::loop<TestType>& l) -> weft::task<weft::result<void>> {
-        (void)co_await l.sleep_for(1ms);  // make the next wait a real one
-        co_return co_await weft::sleep_until(tclock::time_point::min());
-    }(loop), 5000ms);
+    auto r = run_bounded(
+        loop,
+        [](weft::loop<TestType>& l) -> weft::task<weft::result<void>> {
+            (void)co_await l.sleep_for(1ms);  // make the next wait a real one
+            co_return co_await weft::sleep_until(tclock::time_point::min());
+        }(loop),
+        5000ms);
     REQUIRE(r);
 }
 

@@ -294,8 +294,8 @@ TEMPLATE_TEST_CASE("a second concurrent read on one socket is refused with EBUSY
     run_bounded(loop, [&]() -> weft::task<void> {
         auto p = co_await make_pair(loop);
         char a[4], b[4];
-        auto r = co_await weft::when_all(
-            weft::with_timeout(p.server.read_some(a), 20ms), weft::with_timeout(p.server.read_some(b), 20ms));
+        auto r = co_await weft::when_all(weft::with_timeout(p.server.read_some(a), 20ms),
+                                         weft::with_timeout(p.server.read_some(b), 20ms));
         REQUIRE(std::get<0>(r).error() == std::errc::timed_out);
         REQUIRE(std::get<1>(r).error() == std::errc::device_or_resource_busy);
     }());

@@ -11,8 +11,8 @@
 
 #include <array>
 #include <cstddef>
-#include <functional>
 #include <exception>
+#include <functional>
 #include <optional>
 #include <stop_token>
 #include <tuple>
@@ -150,14 +150,13 @@ task<std::tuple<detail::child_value_t<As>...>> when_all(As... as) {
     detail::linked_stop_source stop(env.token);
     std::tuple<std::optional<detail::child_value_t<As>>...> values;
     auto make = [&]<std::size_t... I>(std::index_sequence<I...>) {
-        return std::array<detail::join_child, sizeof...(As)>{detail::make_child(
-            std::move(as), [&values](auto&& v) { std::get<I>(values).emplace(std::move(v)); })...};
+        return std::array<detail::join_child, sizeof...(As)>{
+            detail::make_child(std::move(as), [&values](auto&& v) { std::get<I>(values).emplace(std::move(v)); })...};
     };
     auto children = make(std::index_sequence_for<As...>{});
     detail::task_env child_env{env.loop, stop.source.get_token()};
     co_await detail::join_awaiter<sizeof...(As)>{children.data(), &child_env, &stop.source};
-    co_return std::apply([](auto&... v) { return std::tuple<detail::child_value_t<As>...>(std::move(*v)...); },
-                         values);
+    co_return std::apply([](auto&... v) { return std::tuple<detail::child_value_t<As>...>(std::move(*v)...); }, values);
 }
 
 /// Runs all of `as` concurrently and returns the value of the first to finish (its
@@ -196,17 +195,17 @@ task<detail::awaited_t<A>> with_timeout(A a, std::chrono::duration<Rep, Period> 
     detail::linked_stop_source stop(env.token);
     std::optional<detail::awaited_t<A>> value;
     bool timed_out = false;
-    std::array<detail::join_child, 2> children{
-        detail::make_child(std::move(a), [&](auto&& v) {
-            value.emplace(std::move(v));
-            stop.source.request_stop();
-        }),
-        detail::make_child(sleep_for(d), [&](result<void> r) {
-            if (r) {
-                timed_out = true;
-                stop.source.request_stop();
-            }
-        })};
+    std::array<detail::join_child, 2> children{detail::make_child(std::move(a),
+                                                                  [&](auto&& v) {
+                                                                      value.emplace(std::move(v));
+                                                                      stop.source.request_stop();
+                                                                  }),
+                                               detail::make_child(sleep_for(d), [&](result<void> r) {
+                                                   if (r) {
+                                                       timed_out = true;
+                                                       stop.source.request_stop();
+                                                   }
+                                               })};
     detail::task_env child_env{env.loop, stop.source.get_token()};
     co_await detail::join_awaiter<2>{children.data(), &child_env, &stop.source};
     if (timed_out && !*value && value->error() == std::errc::operation_canceled && !env.token.stop_requested())

@@ -40,7 +40,7 @@ struct op_base {
     std::coroutine_handle<> continuation{};  ///< resumed when the operation completes
     op_base* next = nullptr;                 ///< intrusive links of the ready queue
     op_base* prev = nullptr;
-    int res = 0;                             ///< >= 0 result, or -errno (io_uring convention)
+    int res = 0;  ///< >= 0 result, or -errno (io_uring convention)
     op_state state = op_state::idle;
 };
 
@@ -53,7 +53,10 @@ public:
     void push(op_base* op) noexcept {
         op->next = nullptr;
         op->prev = tail_;
-        if (tail_) tail_->next = op; else head_ = op;
+        if (tail_)
+            tail_->next = op;
+        else
+            head_ = op;
         tail_ = op;
         ++size_;
     }
@@ -63,8 +66,14 @@ public:
         return op;
     }
     void remove(op_base* op) noexcept {
-        if (op->prev) op->prev->next = op->next; else head_ = op->next;
-        if (op->next) op->next->prev = op->prev; else tail_ = op->prev;
+        if (op->prev)
+            op->prev->next = op->next;
+        else
+            head_ = op->next;
+        if (op->next)
+            op->next->prev = op->prev;
+        else
+            tail_ = op->prev;
         op->next = op->prev = nullptr;
         --size_;
     }
@@ -78,7 +87,7 @@ private:
 /// A timer record: an operation with a deadline and its position in the heap.
 struct timer_op : op_base {
     clock::time_point deadline{};
-    std::uint64_t seq = 0;         ///< insertion order: ties fire first-in, first-out
+    std::uint64_t seq = 0;  ///< insertion order: ties fire first-in, first-out
     std::size_t heap_index = 0;
 };
 
@@ -103,7 +112,10 @@ public:
         if (i != last) {
             place(i, heap_[last]);
             heap_.pop_back();
-            if (i > 0 && less(heap_[i], heap_[(i - 1) / 2])) sift_up(i); else sift_down(i);
+            if (i > 0 && less(heap_[i], heap_[(i - 1) / 2]))
+                sift_up(i);
+            else
+                sift_down(i);
         } else {
             heap_.pop_back();
         }
@@ -282,7 +294,8 @@ protected:
             op->state = op_state::idle;
             budget_ = sync_budget;
             op->continuation.resume();
-            if (escaped_) [[unlikely]] std::rethrow_exception(std::exchange(escaped_, nullptr));
+            if (escaped_) [[unlikely]]
+                std::rethrow_exception(std::exchange(escaped_, nullptr));
         }
         return n;
     }
@@ -329,8 +342,10 @@ concept has_env = requires(P& p) {
 /// The environment of the coroutine behind `h`, or an empty one for foreign coroutines.
 template <class P>
 task_env env_of(std::coroutine_handle<P> h) noexcept {
-    if constexpr (has_env<P>) return h.promise().env;
-    else return {};
+    if constexpr (has_env<P>)
+        return h.promise().env;
+    else
+        return {};
 }
 
 }  // namespace detail

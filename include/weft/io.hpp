@@ -114,8 +114,10 @@ struct wait_op {
 /// Ops whose direction is chosen at run time expose it as a member; others as a constant.
 template <class Op>
 interest direction_of(const Op& op) noexcept {
-    if constexpr (std::is_member_object_pointer_v<decltype(&Op::dir)>) return op.dir;
-    else return Op::dir;
+    if constexpr (std::is_member_object_pointer_v<decltype(&Op::dir)>)
+        return op.dir;
+    else
+        return Op::dir;
 }
 
 }  // namespace detail

@@ -28,8 +28,8 @@ struct spawned_frame {
 
     struct promise_type {
         task_env env;
-        op_base start;                        ///< queued once to start the body on the loop thread
-        promise_type* prev = nullptr;         ///< the loop's list of live spawned frames
+        op_base start;                 ///< queued once to start the body on the loop thread
+        promise_type* prev = nullptr;  ///< the loop's list of live spawned frames
         promise_type* next = nullptr;
         std::function<void(promise_type&)>* on_done = nullptr;  ///< unlinks from the loop
         std::function<void(std::exception_ptr)>* on_error = nullptr;
@@ -76,7 +76,7 @@ inline spawned_frame run_spawned(task<void> t) { co_await std::move(t); }
 /// only by the run step, after the backend's event scan. Destroying a loop destroys the
 /// frames of tasks still suspended in it without resuming them.
 template <class Backend>
-    requires io_backend<Backend>
+requires io_backend<Backend>
 class loop final : public detail::loop_core {
 public:
     /// The IO model this loop runs.
@@ -158,9 +158,7 @@ public:
 
     /// Replaces what happens to an exception escaping a spawned task (default: print
     /// it to stderr and `std::terminate()`).
-    void set_exception_handler(std::function<void(std::exception_ptr)> handler) {
-        on_exception_ = std::move(handler);
-    }
+    void set_exception_handler(std::function<void(std::exception_ptr)> handler) { on_exception_ = std::move(handler); }
 
     /// A timer for `d` on this loop (usable from any coroutine type).
     template <class Rep, class Period>
@@ -196,7 +194,10 @@ private:
     }
 
     void unlink(detail::spawned_frame::promise_type& p) noexcept {
-        if (p.prev) p.prev->next = p.next; else spawned_ = p.next;
+        if (p.prev)
+            p.prev->next = p.next;
+        else
+            spawned_ = p.next;
         if (p.next) p.next->prev = p.prev;
         p.prev = p.next = nullptr;
         --live_;

@@ -34,14 +34,22 @@ inline const std::error_category& error_category() noexcept {
         const char* name() const noexcept override { return "weft"; }
         std::string message(int v) const override {
             switch (static_cast<errc>(v)) {
-            case errc::eof: return "end of stream: the peer closed before all requested bytes arrived";
-            case errc::invalid_endpoint: return "malformed endpoint: expected 'a.b.c.d:port' or '[ipv6]:port'";
-            case errc::endpoint_missing_port: return "malformed endpoint: missing ':port'";
-            case errc::endpoint_bad_port: return "malformed endpoint: port must be a decimal number 0..65535";
-            case errc::endpoint_bad_address: return "malformed endpoint: address is not a valid IPv4/IPv6 literal";
-            case errc::fd_too_large: return "file descriptor too large for this backend (select: FD_SETSIZE = 1024)";
-            case errc::no_loop: return "awaited outside a weft loop (no loop to run the timer)";
-            case errc::backend_unavailable: return "the IO backend is not available in this process";
+                case errc::eof:
+                    return "end of stream: the peer closed before all requested bytes arrived";
+                case errc::invalid_endpoint:
+                    return "malformed endpoint: expected 'a.b.c.d:port' or '[ipv6]:port'";
+                case errc::endpoint_missing_port:
+                    return "malformed endpoint: missing ':port'";
+                case errc::endpoint_bad_port:
+                    return "malformed endpoint: port must be a decimal number 0..65535";
+                case errc::endpoint_bad_address:
+                    return "malformed endpoint: address is not a valid IPv4/IPv6 literal";
+                case errc::fd_too_large:
+                    return "file descriptor too large for this backend (select: FD_SETSIZE = 1024)";
+                case errc::no_loop:
+                    return "awaited outside a weft loop (no loop to run the timer)";
+                case errc::backend_unavailable:
+                    return "the IO backend is not available in this process";
             }
             return "unknown weft error";
         }
@@ -51,9 +59,7 @@ inline const std::error_category& error_category() noexcept {
 }
 
 /// Makes `std::error_code` from a `weft::errc` (found by ADL, so `ec == weft::errc::eof` works).
-inline std::error_code make_error_code(errc e) noexcept {
-    return {static_cast<int>(e), error_category()};
-}
+inline std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
 
 }  // namespace weft
 
@@ -96,20 +102,40 @@ public:
     result(unexpect_t, std::error_code ec) noexcept : result(ec) {}
     /// Copies the value or the error.
     result(const result& o) requires std::is_copy_constructible_v<T> : ok_(o.ok_) {
-        if (ok_) std::construct_at(&value_, o.value_); else error_ = o.error_;
+        if (ok_)
+            std::construct_at(&value_, o.value_);
+        else
+            error_ = o.error_;
     }
     /// Moves the value or copies the error.
     result(result&& o) noexcept(std::is_nothrow_move_constructible_v<T>) : ok_(o.ok_) {
-        if (ok_) std::construct_at(&value_, std::move(o.value_)); else error_ = o.error_;
+        if (ok_)
+            std::construct_at(&value_, std::move(o.value_));
+        else
+            error_ = o.error_;
     }
     /// Replaces the contents with a copy of `o`'s.
     result& operator=(const result& o) requires std::is_copy_constructible_v<T> {
-        if (this != &o) { destroy(); ok_ = o.ok_; if (ok_) std::construct_at(&value_, o.value_); else error_ = o.error_; }
+        if (this != &o) {
+            destroy();
+            ok_ = o.ok_;
+            if (ok_)
+                std::construct_at(&value_, o.value_);
+            else
+                error_ = o.error_;
+        }
         return *this;
     }
     /// Replaces the contents with `o`'s.
     result& operator=(result&& o) noexcept(std::is_nothrow_move_constructible_v<T>) {
-        if (this != &o) { destroy(); ok_ = o.ok_; if (ok_) std::construct_at(&value_, std::move(o.value_)); else error_ = o.error_; }
+        if (this != &o) {
+            destroy();
+            ok_ = o.ok_;
+            if (ok_)
+                std::construct_at(&value_, std::move(o.value_));
+            else
+                error_ = o.error_;
+        }
         return *this;
     }
     ~result() { destroy(); }
@@ -119,25 +145,49 @@ public:
     /// True when a value is held.
     explicit operator bool() const noexcept { return ok_; }
     /// The value; throws `std::system_error` with the error when there is none.
-    T& value() & { check(); return value_; }
+    T& value() & {
+        check();
+        return value_;
+    }
     /// The value; throws `std::system_error` with the error when there is none.
-    const T& value() const& { check(); return value_; }
+    const T& value() const& {
+        check();
+        return value_;
+    }
     /// The value, moved out; throws `std::system_error` with the error when there is none.
-    T&& value() && { check(); return std::move(value_); }
+    T&& value() && {
+        check();
+        return std::move(value_);
+    }
     /// The value, or `fallback` when there is none.
     T value_or(T fallback) const& { return ok_ ? value_ : std::move(fallback); }
     /// The error; the zero `std::error_code` when a value is held.
     std::error_code error() const noexcept { return ok_ ? std::error_code{} : error_; }
     /// The value (precondition: `has_value()`).
-    T& operator*() & noexcept { assert(ok_); return value_; }
+    T& operator*() & noexcept {
+        assert(ok_);
+        return value_;
+    }
     /// The value (precondition: `has_value()`).
-    const T& operator*() const& noexcept { assert(ok_); return value_; }
+    const T& operator*() const& noexcept {
+        assert(ok_);
+        return value_;
+    }
     /// The value, moved out (precondition: `has_value()`).
-    T&& operator*() && noexcept { assert(ok_); return std::move(value_); }
+    T&& operator*() && noexcept {
+        assert(ok_);
+        return std::move(value_);
+    }
     /// Member access to the value (precondition: `has_value()`).
-    T* operator->() noexcept { assert(ok_); return &value_; }
+    T* operator->() noexcept {
+        assert(ok_);
+        return &value_;
+    }
     /// Member access to the value (precondition: `has_value()`).
-    const T* operator->() const noexcept { assert(ok_); return &value_; }
+    const T* operator->() const noexcept {
+        assert(ok_);
+        return &value_;
+    }
 
 private:
     void check() const {
@@ -187,16 +237,16 @@ private:
 namespace detail {
 
 /// An errno value as a `std::error_code` in the system category.
-inline std::error_code errno_code(int err) noexcept {
-    return {err, std::system_category()};
-}
+inline std::error_code errno_code(int err) noexcept { return {err, std::system_category()}; }
 
 /// THE conversion from the internal convention (`res >= 0` or `-errno`) to `result`.
 template <class T = void>
 result<T> to_result(long res) noexcept {
     if (res < 0) return errno_code(static_cast<int>(-res));
-    if constexpr (std::is_void_v<T>) return {};
-    else return static_cast<T>(res);
+    if constexpr (std::is_void_v<T>)
+        return {};
+    else
+        return static_cast<T>(res);
 }
 
 }  // namespace detail

@@ -45,7 +45,8 @@ inline std::atomic<fault_hook_fn> fault_hook{nullptr};
 /// Runs the hook if one is installed; 0 means proceed.
 inline int inject(call site, int fd, std::size_t& len) noexcept {
     fault_hook_fn hook = fault_hook.load(std::memory_order_relaxed);
-    if (hook == nullptr) [[likely]] return 0;
+    if (hook == nullptr) [[likely]]
+        return 0;
     return hook(site, fd, len);
 }
 

@@ -77,7 +77,7 @@ class task_promise : public task_promise_base {
 public:
     task<T> get_return_object() noexcept;
     template <class U>
-        requires std::is_convertible_v<U&&, T>
+    requires std::is_convertible_v<U&&, T>
     void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
         value_.template emplace<1>(std::forward<U>(v));
     }
@@ -208,12 +208,16 @@ struct read_env {
 };
 
 template <class A>
-concept has_member_co_await = requires(A&& a) { std::forward<A>(a).operator co_await(); };
+concept has_member_co_await = requires(A&& a) {
+    std::forward<A>(a).operator co_await();
+};
 
 template <class A>
 decltype(auto) get_awaiter(A&& a) {
-    if constexpr (has_member_co_await<A>) return std::forward<A>(a).operator co_await();
-    else return std::forward<A>(a);
+    if constexpr (has_member_co_await<A>)
+        return std::forward<A>(a).operator co_await();
+    else
+        return std::forward<A>(a);
 }
 
 /// The type `co_await a` produces for an awaitable `A` (awaiter or awaitable).

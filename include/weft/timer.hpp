@@ -32,8 +32,10 @@ public:
     /// Unlinks a still-pending or fired-but-not-resumed timer (its frame is being destroyed).
     ~sleep_awaiter() {
         stop_.reset();
-        if (this->state == detail::op_state::parked) loop_->forget_timer(*this);
-        else if (this->state == detail::op_state::ready) loop_->unqueue(*this);
+        if (this->state == detail::op_state::parked)
+            loop_->forget_timer(*this);
+        else if (this->state == detail::op_state::ready)
+            loop_->unqueue(*this);
     }
 
     /// Always suspends: even an expired deadline goes through the loop, so

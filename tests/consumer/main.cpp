@@ -13,7 +13,7 @@ weft::task<int> round_trip(weft::loop<backend>& loop) {
     (void)co_await client.write_all(std::string_view("ping"));
     char buf[4];
     auto n = co_await server.read_exact(buf);
-    co_return n && std::string_view(buf, 4) == "ping" ? 0 : 1;
+    co_return n&& std::string_view(buf, 4) == "ping" ? 0 : 1;
 }
 
 int main() {

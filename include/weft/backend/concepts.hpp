@@ -69,25 +69,35 @@ concept io_backend = requires(B& b, const B& cb, detail::loop_core& core, clock:
     { B::name } -> std::convertible_to<std::string_view>;
     { B::kind } -> std::convertible_to<backend_kind>;
     { B::socket_flags } -> std::convertible_to<int>;
-    { B::available() } noexcept -> std::same_as<bool>;
+    { B::available() }
+    noexcept->std::same_as<bool>;
     requires std::constructible_from<B, detail::loop_core&>;
-    { b.wait(timeout) };
-    { b.wake() } noexcept;
-    { b.attach(fd) } noexcept -> std::same_as<int>;
-    { b.detach(fd) } noexcept;
-    { cb.core() } noexcept -> std::same_as<detail::loop_core&>;
+    {b.wait(timeout)};
+    { b.wake() }
+    noexcept;
+    { b.attach(fd) }
+    noexcept->std::same_as<int>;
+    { b.detach(fd) }
+    noexcept;
+    { cb.core() }
+    noexcept->std::same_as<detail::loop_core&>;
 };
 
 /// A readiness backend: parks operations until their fd is ready, then re-runs them.
 template <class B>
-concept reactor_backend = io_backend<B> && (B::kind == backend_kind::reactor) &&
-    requires(B& b, const B& cb, detail::reactor_op& op, int fd, interest dir) {
-        { cb.should_try(fd, dir) } noexcept -> std::same_as<bool>;
-        { b.note_drained(fd, dir) } noexcept;
-        { b.park(op) } noexcept -> std::same_as<int>;
-        { b.defer(op) };
-        { b.cancel(op) } noexcept;
-        { b.forget(op) } noexcept;
-    };
+concept reactor_backend = io_backend<B> &&(B::kind == backend_kind::reactor) &&
+                          requires(B& b, const B& cb, detail::reactor_op& op, int fd, interest dir) {
+    { cb.should_try(fd, dir) }
+    noexcept->std::same_as<bool>;
+    { b.note_drained(fd, dir) }
+    noexcept;
+    { b.park(op) }
+    noexcept->std::same_as<int>;
+    {b.defer(op)};
+    { b.cancel(op) }
+    noexcept;
+    { b.forget(op) }
+    noexcept;
+};
 
 }  // namespace weft

@@ -270,8 +270,10 @@ private:
 
     /// The eager level-triggered policy (for measurement: see `docs/io-models.md`).
     static constexpr bool eager = [] {
-        if constexpr (requires { Demux::eager_interest; }) return Demux::eager_interest;
-        else return false;
+        if constexpr (requires { Demux::eager_interest; })
+            return Demux::eager_interest;
+        else
+            return false;
     }();
 
     void on_ready(int fd, slot& s, std::size_t d) noexcept {

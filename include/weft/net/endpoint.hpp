@@ -155,9 +155,7 @@ public:
     /// The address for `bind`/`connect`.
     const sockaddr* data() const noexcept { return reinterpret_cast<const sockaddr*>(&storage_); }
     /// The length of `data()` for its family.
-    socklen_t size() const noexcept {
-        return is_v4() ? sizeof(sockaddr_in) : is_v6() ? sizeof(sockaddr_in6) : 0;
-    }
+    socklen_t size() const noexcept { return is_v4() ? sizeof(sockaddr_in) : is_v6() ? sizeof(sockaddr_in6) : 0; }
 
     /// Same family, address, port (and IPv6 scope).
     friend bool operator==(const endpoint& a, const endpoint& b) noexcept {

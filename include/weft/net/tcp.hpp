@@ -28,7 +28,7 @@ namespace weft {
 /// `std::vector<std::byte>`, `std::string`, `std::span<unsigned char>`, ...
 template <class R>
 concept byte_buffer = std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
-                      sizeof(std::ranges::range_value_t<R>) == 1 &&
+                          sizeof(std::ranges::range_value_t<R>) == 1 &&
                       std::is_trivially_copyable_v<std::ranges::range_value_t<R>>;
 
 /// A `byte_buffer` whose elements may be written (a read target).
@@ -184,13 +184,9 @@ public:
         return io_awaiter<Backend, detail::write_all_op>(backend_, {fd_, as_bytes(buf)});
     }
     /// Waits until the socket is readable (data, EOF or error), reading nothing.
-    auto wait_readable() noexcept {
-        return io_awaiter<Backend, detail::wait_op>(backend_, {fd_, interest::read});
-    }
+    auto wait_readable() noexcept { return io_awaiter<Backend, detail::wait_op>(backend_, {fd_, interest::read}); }
     /// Waits until the socket is writable.
-    auto wait_writable() noexcept {
-        return io_awaiter<Backend, detail::wait_op>(backend_, {fd_, interest::write});
-    }
+    auto wait_writable() noexcept { return io_awaiter<Backend, detail::wait_op>(backend_, {fd_, interest::write}); }
 
     /// Half-closes: `SHUT_WR` (the default) sends FIN and keeps reading possible.
     result<void> shutdown(int how = SHUT_WR) noexcept { return detail::to_result(sys::shutdown(fd_, how)); }
@@ -231,9 +227,9 @@ private:
 
 /// How `tcp_listener::bind` sets up its socket.
 struct listen_options {
-    int backlog = SOMAXCONN;     ///< length of the kernel's accept queue
-    bool reuse_address = true;   ///< `SO_REUSEADDR`: rebind at once after a restart
-    bool reuse_port = false;     ///< `SO_REUSEPORT`: several listeners share the port
+    int backlog = SOMAXCONN;    ///< length of the kernel's accept queue
+    bool reuse_address = true;  ///< `SO_REUSEADDR`: rebind at once after a restart
+    bool reuse_port = false;    ///< `SO_REUSEPORT`: several listeners share the port
 };
 
 /// A listening TCP socket; `accept()` yields connected `tcp_stream`s.
@@ -288,8 +284,7 @@ public:
     result<endpoint> local_endpoint() const noexcept {
         sockaddr_storage ss;
         socklen_t len = sizeof ss;
-        if (int r = sys::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len); r < 0)
-            return detail::errno_code(-r);
+        if (int r = sys::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len); r < 0) return detail::errno_code(-r);
         return endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
     }
 
