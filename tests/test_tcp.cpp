@@ -382,3 +382,18 @@ TEMPLATE_TEST_CASE("accept survives fd exhaustion (EMFILE) without spinning", "[
         REQUIRE(s);
     }());
 }
+
+TEMPLATE_TEST_CASE("SO_REUSEPORT shares a port; without it the port is in use", "[tcp]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    weft::listen_options shared{.reuse_port = true};
+    auto a = weft::tcp_listener<TestType>::bind(loop, weft::endpoint::loopback_v4(0), shared);
+    REQUIRE(a);
+    auto port = a->local_endpoint().value().port();
+    REQUIRE(port != 0);
+    auto b = weft::tcp_listener<TestType>::bind(loop, weft::endpoint::loopback_v4(port), shared);
+    REQUIRE(b);
+    auto c = weft::tcp_listener<TestType>::bind(loop, weft::endpoint::loopback_v4(port));
+    REQUIRE_FALSE(c);
+    REQUIRE(c.error() == std::errc::address_in_use);
+}

@@ -103,8 +103,8 @@ struct wait_op {
         // A zero-timeout poll, not a blind -EAGAIN: under edge triggering a socket that is
         // already ready would never produce another edge.
         pollfd p{fd, static_cast<short>(dir == interest::read ? POLLIN : POLLOUT), 0};
-        int r = ::poll(&p, 1, 0);
-        if (r < 0) return -errno;
+        int r = sys::poll(&p, 1, 0);
+        if (r < 0) return r;
         return r == 0 ? -EAGAIN : 0;
     }
     bool drained(int) const noexcept { return false; }

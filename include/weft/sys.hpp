@@ -6,6 +6,9 @@
 /// retries `EINTR` where retrying is correct (never for `close`), and first asks an
 /// optional fault hook, so a test can inject `EINTR`, `EAGAIN`, short reads and
 /// writes, `ECONNRESET` or `EMFILE` at any call site without touching the kernel.
+///
+/// A demultiplexer's own calls (`epoll_ctl`, ...) live in its header, convert with
+/// `sys::detail::check`, and its wait consults the same fault hook (`call::wait`).
 #pragma once
 
 #include <atomic>
@@ -15,6 +18,8 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -146,6 +151,17 @@ inline int open(const char* path, int flags) noexcept {
         int r = static_cast<int>(detail::check(::open(path, flags | O_CLOEXEC)));
         if (r != -EINTR) return r;
     }
+}
+
+/// `eventfd(2)`, always `CLOEXEC` and non-blocking: the fd or -errno.
+inline int eventfd(unsigned initial) noexcept {
+    return static_cast<int>(detail::check(::eventfd(initial, EFD_CLOEXEC | EFD_NONBLOCK)));
+}
+
+/// `poll(2)`: the number of ready entries or -errno (`-EINTR` is returned, not retried:
+/// the caller's timeout would otherwise restart).
+inline int poll(pollfd* fds, nfds_t n, int timeout_ms) noexcept {
+    return static_cast<int>(detail::check(::poll(fds, n, timeout_ms)));
 }
 
 /// `read(2)` on an eventfd or pipe: bytes or -errno; `EINTR` retried.

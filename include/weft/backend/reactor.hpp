@@ -62,8 +62,8 @@ public:
 
     /// Creates the demultiplexer and the wake-up eventfd; throws `std::system_error`.
     explicit reactor(detail::loop_core& core) : core_(core) {
-        wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (wake_fd_ < 0) throw std::system_error(errno, std::system_category(), "eventfd");
+        wake_fd_ = sys::eventfd(0);
+        if (wake_fd_ < 0) throw std::system_error(-wake_fd_, std::system_category(), "eventfd");
         wake_op_.fd = wake_fd_;
         wake_op_.dir = interest::read;
         wake_op_.perform = &drain_wake;
