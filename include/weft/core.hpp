@@ -11,6 +11,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <iterator>
@@ -161,6 +162,14 @@ private:
     std::uint64_t next_seq_ = 0;
 };
 
+/// A spawned task's frame as its loop tracks it: the loop destroys the frames still
+/// linked when it dies.
+struct spawn_link {
+    spawn_link* prev = nullptr;
+    spawn_link* next = nullptr;
+    std::coroutine_handle<> frame{};
+};
+
 /// Everything a loop owns that does not depend on its backend. Backends and
 /// awaiters hold a `loop_core&`; `loop<Backend>` derives from it.
 class loop_core {
@@ -221,6 +230,33 @@ public:
 
     /// Number of pending timers (for tests and diagnostics).
     std::size_t pending_timers() const noexcept { return timers_.size(); }
+
+    /// Records a newly spawned task's frame.
+    void link_spawned(spawn_link& l) noexcept {
+        l.prev = nullptr;
+        l.next = spawned_;
+        if (spawned_) spawned_->prev = &l;
+        spawned_ = &l;
+        ++live_;
+    }
+    /// Forgets a spawned task's frame (it ended, or the loop is destroying it).
+    void unlink_spawned(spawn_link& l) noexcept {
+        if (l.prev)
+            l.prev->next = l.next;
+        else
+            spawned_ = l.next;
+        if (l.next) l.next->prev = l.prev;
+        l.prev = l.next = nullptr;
+        --live_;
+    }
+    /// Number of spawned tasks that have not finished yet.
+    std::size_t live_tasks() const noexcept { return live_; }
+
+    /// Replaces what happens to an exception escaping a spawned task (default: print
+    /// it to stderr and `std::terminate()`).
+    void set_exception_handler(std::function<void(std::exception_ptr)> handler) { on_exception_ = std::move(handler); }
+    /// Passes an exception that escaped a spawned task to the handler (which may throw).
+    void report_exception(std::exception_ptr e) { on_exception_(std::move(e)); }
 
     /// Makes the current resumption throw `e` once it returns (a spawned task's
     /// exception handler threw: its frame is gone, the exception goes to `run()`'s caller).
@@ -311,6 +347,15 @@ protected:
         posted_.clear();
     }
 
+    /// Destroys the frames of spawned tasks that are still suspended (loop teardown).
+    void destroy_spawned() noexcept {
+        while (spawned_) {
+            spawn_link* l = spawned_;
+            unlink_spawned(*l);
+            l->frame.destroy();
+        }
+    }
+
     void update_now() noexcept { now_ = clock::now(); }
     bool has_ready() const noexcept { return !ready_.empty(); }
 
@@ -324,6 +369,20 @@ private:
     std::vector<std::function<void()>> posted_;
     std::atomic<bool> wake_pending_{false};
     std::exception_ptr escaped_;
+    spawn_link* spawned_ = nullptr;
+    std::size_t live_ = 0;
+    std::function<void(std::exception_ptr)> on_exception_ = &default_exception_handler;
+
+    static void default_exception_handler(std::exception_ptr e) noexcept {
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+            std::fprintf(stderr, "weft: exception escaped a spawned task: %s\n", ex.what());
+        } catch (...) {
+            std::fprintf(stderr, "weft: non-standard exception escaped a spawned task\n");
+        }
+        std::terminate();
+    }
 };
 
 /// What a task inherits from whoever awaits it: the loop that runs it and the stop

@@ -23,16 +23,10 @@ namespace detail {
 /// The frame that owns a spawned task: started from the ready queue, destroyed by
 /// itself when the task ends, or by the loop if the loop dies first.
 struct spawned_frame {
-    struct promise_type;
-    std::coroutine_handle<promise_type> h;
-
-    struct promise_type {
+    struct promise_type : spawn_link {
         task_env env;
-        op_base start;                 ///< queued once to start the body on the loop thread
-        promise_type* prev = nullptr;  ///< the loop's list of live spawned frames
-        promise_type* next = nullptr;
-        std::function<void(promise_type&)>* on_done = nullptr;  ///< unlinks from the loop
-        std::function<void(std::exception_ptr)>* on_error = nullptr;
+        op_base start;  ///< queued once to start the body on the loop thread
+        std::exception_ptr escaped;
 
         spawned_frame get_return_object() noexcept {
             return {std::coroutine_handle<promise_type>::from_promise(*this)};
@@ -44,7 +38,7 @@ struct spawned_frame {
                 promise_type& p = h.promise();
                 std::exception_ptr escaped = std::move(p.escaped);
                 loop_core* core = p.env.loop;
-                (*p.on_done)(p);
+                core->unlink_spawned(p);
                 h.destroy();  // frames die once: here, right after the body ends
                 if (escaped) core->rethrow_after_resume(std::move(escaped));
             }
@@ -56,13 +50,13 @@ struct spawned_frame {
         /// exception leaves `run()` once this frame has been cleaned up.
         void unhandled_exception() noexcept {
             try {
-                (*on_error)(std::current_exception());
+                env.loop->report_exception(std::current_exception());
             } catch (...) {
                 escaped = std::current_exception();
             }
         }
-        std::exception_ptr escaped;
     };
+    std::coroutine_handle<promise_type> h;
 };
 
 inline spawned_frame run_spawned(task<void> t) { co_await std::move(t); }
@@ -85,10 +79,7 @@ public:
     /// Creates the backend; throws `std::system_error` naming the cause when the backend
     /// cannot start (e.g. io_uring disabled), with `weft::errc::backend_unavailable`
     /// when `Backend::available()` is false.
-    loop() : backend_(checked(*this)) {
-        on_done_ = [this](detail::spawned_frame::promise_type& p) noexcept { unlink(p); };
-        on_error_ = [this](std::exception_ptr e) { on_exception_(e); };
-    }
+    loop() : backend_(checked(*this)) {}
     loop(const loop&) = delete;
     loop& operator=(const loop&) = delete;
 
@@ -96,11 +87,7 @@ public:
     ~loop() {
         drop_ready();
         drop_posted();
-        while (spawned_) {
-            detail::spawned_frame::promise_type* p = spawned_;
-            unlink(*p);
-            std::coroutine_handle<detail::spawned_frame::promise_type>::from_promise(*p).destroy();
-        }
+        destroy_spawned();
     }
 
     /// Runs `t` to completion on this thread and returns its value (or rethrows its
@@ -121,7 +108,7 @@ public:
 
     /// Runs until `stop()` is called or no spawned task is left.
     void run() {
-        while (spawned_ || has_ready()) {
+        while (live_tasks() > 0 || has_ready()) {
             if (stop_requested_.exchange(false, std::memory_order_acq_rel)) return;
             step();
         }
@@ -139,12 +126,8 @@ public:
         detail::spawned_frame f = detail::run_spawned(std::move(t));
         auto& p = f.h.promise();
         p.env = {this, std::move(token)};
-        p.on_done = &on_done_;
-        p.on_error = &on_error_;
-        p.next = spawned_;
-        if (spawned_) spawned_->prev = &p;
-        spawned_ = &p;
-        ++live_;
+        p.frame = f.h;
+        link_spawned(p);
         p.start.continuation = f.h;
         complete(p.start, 0);
     }
@@ -156,9 +139,21 @@ public:
         backend_.wake();
     }
 
+    /// Queues `fn` to run on the loop's thread during its next iteration; safe to call
+    /// from any thread (it wakes a sleeping loop). Functions run in the order posted.
+    void post(std::function<void()> fn) { loop_core::post(std::move(fn)); }
+
     /// Replaces what happens to an exception escaping a spawned task (default: print
-    /// it to stderr and `std::terminate()`).
-    void set_exception_handler(std::function<void(std::exception_ptr)> handler) { on_exception_ = std::move(handler); }
+    /// it to stderr and `std::terminate()`). A handler that rethrows makes `run()` throw.
+    void set_exception_handler(std::function<void(std::exception_ptr)> handler) {
+        loop_core::set_exception_handler(std::move(handler));
+    }
+
+    /// Number of spawned tasks that have not finished yet.
+    std::size_t live_tasks() const noexcept { return loop_core::live_tasks(); }
+
+    /// Number of timers waiting for their deadline.
+    std::size_t pending_timers() const noexcept { return loop_core::pending_timers(); }
 
     /// A timer for `d` on this loop (usable from any coroutine type).
     template <class Rep, class Period>
@@ -170,9 +165,6 @@ public:
 
     /// The backend (for sockets and tests).
     Backend& backend() noexcept { return backend_; }
-
-    /// Number of spawned tasks that have not finished yet.
-    std::size_t live_tasks() const noexcept { return live_; }
 
 private:
     static detail::loop_core& checked(detail::loop_core& core) {
@@ -193,34 +185,8 @@ private:
         return resume_ready();
     }
 
-    void unlink(detail::spawned_frame::promise_type& p) noexcept {
-        if (p.prev)
-            p.prev->next = p.next;
-        else
-            spawned_ = p.next;
-        if (p.next) p.next->prev = p.prev;
-        p.prev = p.next = nullptr;
-        --live_;
-    }
-
-    static void default_exception_handler(std::exception_ptr e) noexcept {
-        try {
-            std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-            std::fprintf(stderr, "weft: exception escaped a spawned task: %s\n", ex.what());
-        } catch (...) {
-            std::fprintf(stderr, "weft: non-standard exception escaped a spawned task\n");
-        }
-        std::terminate();
-    }
-
     Backend backend_;
     std::atomic<bool> stop_requested_{false};
-    detail::spawned_frame::promise_type* spawned_ = nullptr;
-    std::size_t live_ = 0;
-    std::function<void(detail::spawned_frame::promise_type&)> on_done_;
-    std::function<void(std::exception_ptr)> on_error_;
-    std::function<void(std::exception_ptr)> on_exception_ = &default_exception_handler;
 };
 
 }  // namespace weft
