@@ -7,19 +7,12 @@
 // Prints "port N" once listening; runs until SIGINT/SIGTERM.
 #include <weft/weft.hpp>
 
-#include <csignal>
 #include <cstdio>
 #include <string>
 
 #include "args.hpp"
 
 namespace {
-
-void (*g_stop)(void*) = nullptr;
-void* g_loop = nullptr;
-extern "C" void on_signal(int) {
-    if (g_stop) g_stop(g_loop);
-}
 
 template <class B>
 weft::task<void> session(weft::tcp_stream<B> s) {
@@ -55,10 +48,10 @@ int run(std::uint16_t port) {
     }
     std::printf("port %u\n", listener->local_endpoint().value().port());
     std::fflush(stdout);
-    g_loop = &loop;
-    g_stop = [](void* l) { static_cast<weft::loop<B>*>(l)->stop(); };
+    example::stop_on_signals(&loop);
     loop.spawn(serve(loop, *listener));
     loop.run();
+    example::stop_on_signals<weft::loop<B>>(nullptr);
     return 0;
 }
 
@@ -68,8 +61,6 @@ int main(int argc, char** argv) {
     auto args = example::parse(argc, argv);
     std::uint16_t port = example::port_or_exit(args.get("--port").value_or("0"));
     std::string name = args.get("--backend").value_or("epoll_et");
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
     using measured = weft::backend_list<weft::backend::epoll_lt_eager>;
     int rc = 2;
     auto go = [&]<class B>() { rc = run<B>(port); };

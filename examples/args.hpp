@@ -1,8 +1,11 @@
-// Tiny command-line parsing shared by the examples: `--name value` or `--name=value`.
+// Shared by the examples and benchmark programs: `--name value` / `--name=value`
+// parsing, and stopping a loop on SIGINT/SIGTERM.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -63,6 +66,26 @@ inline unsigned long number_or_exit(const char* option, const std::string& text,
 /// Parses a port number 0..65535 or exits with a message naming the bad value.
 inline std::uint16_t port_or_exit(const std::string& text) {
     return static_cast<std::uint16_t>(number_or_exit("--port", text, 0, 65535));
+}
+
+namespace detail {
+// Lock-free atomics: the only shared state a signal handler may touch.
+inline std::atomic<void (*)(void*)> g_stop{nullptr};
+inline std::atomic<void*> g_loop{nullptr};
+inline void on_signal(int) {
+    if (auto stop = g_stop.load()) stop(g_loop.load());
+}
+}  // namespace detail
+
+/// Makes SIGINT and SIGTERM stop `loop` (`loop::stop()` is async-signal-safe). Call
+/// `stop_on_signals<Loop>(nullptr)` before the loop is destroyed.
+template <class Loop>
+void stop_on_signals(Loop* loop) {
+    detail::g_stop = nullptr;  // never call through a half-updated pair
+    detail::g_loop = loop;
+    if (loop) detail::g_stop = +[](void* l) { static_cast<Loop*>(l)->stop(); };
+    std::signal(SIGINT, detail::on_signal);
+    std::signal(SIGTERM, detail::on_signal);
 }
 
 }  // namespace example

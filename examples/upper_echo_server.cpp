@@ -7,20 +7,12 @@
 // Prints the address it listens on; exits cleanly on SIGINT/SIGTERM.
 #include <weft/weft.hpp>
 
-#include <csignal>
 #include <cstdio>
 #include <string>
 
 #include "args.hpp"
 
 namespace {
-
-// A signal handler may only do async-signal-safe things: loop::stop() is one.
-void (*g_stop)(void*) = nullptr;
-void* g_loop = nullptr;
-extern "C" void on_signal(int) {
-    if (g_stop) g_stop(g_loop);
-}
 
 template <class B>
 weft::task<void> session(weft::tcp_stream<B> client) {
@@ -66,11 +58,10 @@ int run(const weft::endpoint& where) {
     std::printf("upper_echo_server listening on %s (backend %s)\n",
                 listener->local_endpoint().value().to_string().c_str(), std::string(B::name).c_str());
     std::fflush(stdout);
-    g_loop = &loop;
-    g_stop = [](void* l) { static_cast<weft::loop<B>*>(l)->stop(); };
+    example::stop_on_signals(&loop);
     loop.spawn(serve(loop, *listener));
     loop.run();
-    g_stop = nullptr;
+    example::stop_on_signals<weft::loop<B>>(nullptr);
     std::printf("upper_echo_server: stopped\n");
     return 0;
 }
@@ -91,8 +82,6 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "error: --host '%s': %s\n", host.c_str(), where.error().message().c_str());
         return 2;
     }
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
     std::string name = args.get("--backend").value_or("epoll_et");
     int rc = 0;
     if (!weft::with_backend(name, [&]<class B>() { rc = run<B>(*where); })) {

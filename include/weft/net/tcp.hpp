@@ -118,10 +118,12 @@ struct accept_op {
 
 /// A connected TCP socket on the backend of a `loop<Backend>`.
 ///
-/// Move-only; closes its fd when destroyed. At most one read-side and one write-side
-/// operation may be pending at a time (a second one fails with `EBUSY`). Every IO
-/// operation returns `result<T>`: EOF is 0 bytes, a peer reset is `ECONNRESET`, a write
-/// to a vanished peer is `EPIPE` (never a SIGPIPE).
+/// Move-only; closes its fd when destroyed, and must not outlive its loop. At most one
+/// read-side and one write-side operation may be pending at a time: a second one of
+/// the same direction is a programming error, reported as `EBUSY` when it has to wait
+/// (one that can complete at once is not detected). Every IO operation returns
+/// `result<T>`: EOF is 0 bytes, a peer reset is `ECONNRESET`, a write to a vanished
+/// peer is `EPIPE` (never a SIGPIPE).
 template <class Backend>
 class tcp_stream {
 public:
