@@ -12,6 +12,9 @@
 #include <utility>
 
 #include "backend/epoll.hpp"
+#if WEFT_HAS_URING
+#include "backend/uring.hpp"
+#endif
 
 namespace weft {
 
@@ -37,8 +40,13 @@ struct backend_list {
     }
 };
 
-/// Every backend in this build, in the order reports list them.
+/// Every backend in this build, in the order reports list them (`uring` only when weft
+/// was built with liburing: `WEFT_HAS_URING`, which the CMake target defines).
+#if WEFT_HAS_URING
+using all_backends = backend_list<backend::epoll_lt, backend::epoll_et, backend::uring>;
+#else
 using all_backends = backend_list<backend::epoll_lt, backend::epoll_et>;
+#endif
 
 /// `all_backends::with(name, f)`: runs `f.template operator()<B>()` for the backend named `name`.
 template <class F>

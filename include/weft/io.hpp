@@ -35,6 +35,10 @@ struct recv_op {
     std::span<std::byte> buf;
     static constexpr interest dir = interest::read;
     int try_now() noexcept { return static_cast<int>(sys::recv(fd, buf.data(), buf.size(), 0)); }
+    template <class P>
+    void prepare(P& p) noexcept {
+        p.recv(fd, buf.data(), buf.size());
+    }
     /// A short read means the socket is drained (the edge-triggered hint).
     bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < buf.size(); }
     result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
@@ -46,6 +50,10 @@ struct send_op {
     std::span<const std::byte> buf;
     static constexpr interest dir = interest::write;
     int try_now() noexcept { return static_cast<int>(sys::send(fd, buf.data(), buf.size(), 0)); }
+    template <class P>
+    void prepare(P& p) noexcept {
+        p.send(fd, buf.data(), buf.size());
+    }
     bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < buf.size(); }
     result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
 };
@@ -65,6 +73,25 @@ struct read_exact_op {
             done += static_cast<std::size_t>(r);
         }
         return 0;
+    }
+    template <class P>
+    void prepare(P& p) noexcept {
+        if (done < buf.size())
+            p.recv(fd, buf.data() + done, buf.size() - done);
+        else
+            p.nop();
+    }
+    /// Proactor: one completion's worth of progress; false = submit the rest.
+    bool finish(int& res) noexcept {
+        if (res < 0) return true;
+        if (res == 0 && done < buf.size()) {
+            res = eof_res;
+            return true;
+        }
+        done += static_cast<std::size_t>(res);
+        if (done < buf.size()) return false;
+        res = 0;
+        return true;
     }
     bool drained(int) const noexcept { return false; }
     result<std::size_t> make(int res) const noexcept {
@@ -88,6 +115,21 @@ struct write_all_op {
         }
         return 0;
     }
+    template <class P>
+    void prepare(P& p) noexcept {
+        if (done < buf.size())
+            p.send(fd, buf.data() + done, buf.size() - done);
+        else
+            p.nop();
+    }
+    /// Proactor: one completion's worth of progress; false = submit the rest.
+    bool finish(int& res) noexcept {
+        if (res < 0) return true;
+        done += static_cast<std::size_t>(res);
+        if (done < buf.size()) return false;
+        res = 0;
+        return true;
+    }
     bool drained(int) const noexcept { return false; }
     result<std::size_t> make(int res) const noexcept {
         if (res < 0) return to_result<std::size_t>(res);
@@ -107,6 +149,14 @@ struct wait_op {
         if (r < 0) return r;
         return r == 0 ? -EAGAIN : 0;
     }
+    template <class P>
+    void prepare(P& p) noexcept {
+        p.poll(fd, dir == interest::read ? POLLIN : POLLOUT);
+    }
+    bool finish(int& res) noexcept {
+        if (res > 0) res = 0;  // the poll mask: ready
+        return true;
+    }
     bool drained(int) const noexcept { return false; }
     result<void> make(int res) const noexcept { return to_result(res); }
 };
@@ -122,33 +172,48 @@ interest direction_of(const Op& op) noexcept {
 
 }  // namespace detail
 
+namespace detail {
+/// The operation record an `io_awaiter` embeds: the backend's kind decides.
+template <class Backend>
+using op_record_t =
+    std::conditional_t<Backend::kind == backend_kind::proactor, detail::proactor_op, detail::reactor_op>;
+}  // namespace detail
+
 /// The awaiter of every IO operation: `co_await` yields `Op::make(res)`, a `result<T>`.
 ///
-/// Reactors try the syscall first (`await_ready`) and park the operation only on
-/// `EAGAIN`; the backend re-runs it on readiness and resumes the coroutine only when it
-/// finished, so spurious readiness never reaches user code. The stop token of the
-/// awaiting task cancels a parked operation: it then completes once with
-/// `operation_canceled` and never touches its buffer again. After a bounded number of
-/// synchronous completions the operation yields to the loop instead (fairness).
+/// This is the one place where reactor and proactor differ:
+/// - a reactor tries the syscall first (`await_ready`) and parks the operation only on
+///   `EAGAIN`; the backend re-runs it on readiness and resumes the coroutine only when it
+///   finished, so spurious readiness never reaches user code. After a bounded number of
+///   synchronous completions the operation yields to the loop instead (fairness);
+/// - a proactor always submits: the backend fills a submission through `Op::prepare`
+///   and hands each completion to `Op::finish` (which may ask to submit again).
+///
+/// The stop token of the awaiting task cancels a pending operation: it then completes
+/// once with `operation_canceled` (or, on a proactor, its real result if the kernel had
+/// already finished it) and never touches its buffer afterwards.
 template <class Backend, class Op>
-class [[nodiscard]] io_awaiter : private detail::reactor_op {
+class [[nodiscard]] io_awaiter : private detail::op_record_t<Backend> {
+    using record = detail::op_record_t<Backend>;
+    static constexpr bool is_reactor = Backend::kind == backend_kind::reactor;
+
 public:
     /// An operation `op` on `backend` (null for a closed socket: it fails with `EBADF`);
     /// nothing happens until it is awaited.
     io_awaiter(Backend* backend, Op op) noexcept : backend_(backend), op_(std::move(op)) {}
     /// Moves a not-yet-awaited operation (e.g. into `with_timeout`).
-    io_awaiter(io_awaiter&& o) noexcept : detail::reactor_op(), backend_(o.backend_), op_(std::move(o.op_)) {
+    io_awaiter(io_awaiter&& o) noexcept : record(), backend_(o.backend_), op_(std::move(o.op_)) {
         assert(o.state == detail::op_state::idle);
     }
     io_awaiter& operator=(io_awaiter&&) = delete;
     /// Unlinks an operation whose frame is destroyed before it was resumed (a loop
-    /// torn down with tasks in it): still parked in the backend, or completed and
-    /// queued. A completed result that owns a resource (an accepted fd) is released.
+    /// torn down with tasks in it): still pending in the backend (a proactor waits for
+    /// the kernel to let go of it), or completed and queued. A completed result that
+    /// owns a resource (an accepted fd) is released.
     ~io_awaiter() {
         stop_.reset();
-        if (this->state == detail::op_state::parked) {
-            backend_->forget(*this);
-        } else if (this->state == detail::op_state::ready) {
+        if (this->state == detail::op_state::parked) backend_->forget(*this);
+        if (this->state == detail::op_state::ready) {
             backend_->core().unqueue(*this);
             if constexpr (requires { op_.discard(0); }) op_.discard(this->res);
         }
@@ -161,7 +226,7 @@ public:
             this->res = -EBADF;
             return true;
         }
-        if constexpr (Backend::kind == backend_kind::reactor) {
+        if constexpr (is_reactor) {
             if (!backend_->should_try(op_.fd, detail::direction_of(op_))) return false;
             if (!backend_->core().take_budget()) {
                 this->deferred = true;
@@ -169,30 +234,37 @@ public:
             }
             return attempt();
         } else {
-            return false;
+            return false;  // a proactor always submits
         }
     }
 
-    /// Parks the operation (or queues its retry) and arms cancellation.
+    /// Parks the operation (or queues its retry, or its submission) and arms cancellation.
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) {
         detail::task_env env = detail::env_of(h);
         if (env.token.stop_requested()) {
             this->res = -ECANCELED;
-            this->deferred = false;
+            if constexpr (is_reactor) this->deferred = false;
             return false;
         }
         this->continuation = h;
-        this->perform = &io_awaiter::perform_;
         this->fd = op_.fd;
         this->dir = detail::direction_of(op_);
-        if constexpr (Backend::kind == backend_kind::reactor) {
-            if (this->deferred) {
+        int err = 0;
+        if constexpr (is_reactor) {
+            this->perform = &io_awaiter::perform_;
+            if (this->deferred)
                 backend_->defer(*this);
-            } else if (int err = backend_->park(*this); err < 0) {
-                this->res = err;
-                return false;
-            }
+            else
+                err = backend_->park(*this);
+        } else {
+            this->prepare = &io_awaiter::prepare_;
+            this->finish = &io_awaiter::finish_;
+            err = backend_->submit(*this);
+        }
+        if (err < 0) {
+            this->res = err;
+            return false;
         }
         if (env.token.stop_possible()) stop_.emplace(env.token, canceller{this});
         return true;
@@ -215,6 +287,18 @@ private:
         return true;
     }
     static bool perform_(detail::reactor_op& base) noexcept { return static_cast<io_awaiter&>(base).attempt(); }
+
+    static void prepare_(detail::proactor_op& base, void* preparer) noexcept {
+        static_cast<io_awaiter&>(base).op_.prepare(*static_cast<typename Backend::preparer*>(preparer));
+    }
+    static bool finish_(detail::proactor_op& base, int res) noexcept {
+        auto& self = static_cast<io_awaiter&>(base);
+        self.res = res;
+        if constexpr (requires { self.op_.finish(self.res); })
+            return self.op_.finish(self.res);
+        else
+            return true;
+    }
 
     struct canceller {
         io_awaiter* self;

@@ -76,10 +76,11 @@ public:
     /// The IO model this loop runs.
     using backend_type = Backend;
 
-    /// Creates the backend; throws `std::system_error` naming the cause when the backend
-    /// cannot start (e.g. io_uring disabled), with `weft::errc::backend_unavailable`
-    /// when `Backend::available()` is false.
-    loop() : backend_(checked(*this)) {}
+    /// Creates the backend with `opts` (e.g. `backend::uring::options{.queue_depth = 64}`);
+    /// throws `std::system_error` naming the cause when the backend cannot start (e.g.
+    /// io_uring disabled), with `weft::errc::backend_unavailable` when
+    /// `Backend::available()` is false.
+    explicit loop(typename Backend::options opts = {}) : backend_(checked(*this), std::move(opts)) {}
     loop(const loop&) = delete;
     loop& operator=(const loop&) = delete;
 

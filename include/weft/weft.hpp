@@ -6,6 +6,9 @@
 #include "backend/concepts.hpp"
 #include "backend/epoll.hpp"
 #include "backend/reactor.hpp"
+#if WEFT_HAS_URING
+#include "backend/uring.hpp"
+#endif
 #include "backends.hpp"
 #include "cancel.hpp"
 #include "core.hpp"

@@ -18,6 +18,18 @@
 ///   completes whatever became ready and returns;
 /// - `wake()` interrupts `wait` from any thread and from a signal handler.
 ///
+/// Every backend also has `options` (a struct of settings; empty for reactors) and is
+/// constructed from `(loop_core&, options)`.
+///
+/// A *proactor* backend (completion model) also:
+/// - `submit(op)`: queue `op` (its `prepare` fills the submission); the loop submits once
+///   per iteration. 0 or -errno. The backend calls `op.finish(res)` per completion; false
+///   means "submit again" (a partial write, for instance);
+/// - `cancel(op)`: ask the kernel to cancel `op`; it still completes exactly once, with
+///   its real result if it had already finished;
+/// - `forget(op)`: `op`'s frame is being destroyed: cancel it and wait for its
+///   completion before returning, so the kernel never writes into freed memory.
+///
 /// A *reactor* backend (readiness model) also parks operations:
 /// - `should_try(fd, dir)`: whether trying the syscall now may succeed (edge-triggered
 ///   backends remember when a socket was drained); `note_drained(fd, dir)` records it;
@@ -61,6 +73,16 @@ struct reactor_op : op_base {
     interest dir = interest::read;
     bool deferred = false;  ///< waiting in the backend's retry list rather than on readiness
 };
+/// A proactor operation: the backend calls `prepare` to fill a submission (through a
+/// backend-specific preparer) and `finish` with each completion's result.
+struct proactor_op : op_base {
+    void (*prepare)(proactor_op&, void* preparer) noexcept = nullptr;
+    bool (*finish)(proactor_op&, int res) noexcept = nullptr;
+    int fd = -1;
+    interest dir = interest::read;
+    bool cancel_requested = false;  ///< an async cancel for it is already queued
+    bool abandoned = false;         ///< its frame is dying: complete silently
+};
 }  // namespace detail
 
 /// Every backend: a name, availability, a wait step, a wake-up, socket registration.
@@ -71,7 +93,8 @@ concept io_backend = requires(B& b, const B& cb, detail::loop_core& core, clock:
     { B::socket_flags } -> std::convertible_to<int>;
     { B::available() }
     noexcept->std::same_as<bool>;
-    requires std::constructible_from<B, detail::loop_core&>;
+    typename B::options;
+    requires std::constructible_from<B, detail::loop_core&, typename B::options>;
     {b.wait(timeout)};
     { b.wake() }
     noexcept;
@@ -94,6 +117,18 @@ concept reactor_backend = io_backend<B> &&(B::kind == backend_kind::reactor) &&
     { b.park(op) }
     noexcept->std::same_as<int>;
     {b.defer(op)};
+    { b.cancel(op) }
+    noexcept;
+    { b.forget(op) }
+    noexcept;
+};
+
+/// A completion backend: the kernel performs each operation and reports its result.
+template <class B>
+concept proactor_backend = io_backend<B> &&(B::kind == backend_kind::proactor) &&
+                           requires(B& b, detail::proactor_op& op) {
+    { b.submit(op) }
+    noexcept->std::same_as<int>;
     { b.cancel(op) }
     noexcept;
     { b.forget(op) }

@@ -56,12 +56,14 @@ public:
     static constexpr int socket_flags = SOCK_NONBLOCK;
     /// The operation record type parked here.
     using op_type = detail::reactor_op;
+    /// Reactors have no settings.
+    struct options {};
 
     /// Whether the demultiplexer works in this process.
     static bool available() noexcept { return Demux::available(); }
 
     /// Creates the demultiplexer and the wake-up eventfd; throws `std::system_error`.
-    explicit reactor(detail::loop_core& core) : core_(core) {
+    explicit reactor(detail::loop_core& core, options = {}) : core_(core) {
         wake_fd_ = sys::eventfd(0);
         if (wake_fd_ < 0) throw std::system_error(-wake_fd_, std::system_category(), "eventfd");
         wake_op_.fd = wake_fd_;

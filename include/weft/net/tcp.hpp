@@ -72,6 +72,10 @@ struct connect_op {
         int r = sys::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len);
         return r == -ENOTCONN ? -EAGAIN : r;  // woken before the handshake finished
     }
+    template <class P>
+    void prepare(P& p) noexcept {
+        p.connect(fd, peer.data(), peer.size());
+    }
     bool drained(int) const noexcept { return false; }
     result<void> make(int res) const noexcept { return to_result(res); }
 };
@@ -85,23 +89,52 @@ struct accept_op {
     int fd;
     int* reserve;
     Backend* backend;
+    bool poll_first = false;  ///< proactor: wait for a pending connection before accepting
     static constexpr interest dir = interest::read;
     int try_now() noexcept {
         for (;;) {
             int r = sys::accept(fd, nullptr, nullptr, Backend::socket_flags);
             if (r == -ECONNABORTED) continue;  // that peer gave up in the queue; try the next
-            if ((r == -EMFILE || r == -ENFILE) && *reserve >= 0) {
-                sys::close(*reserve);
-                int c = sys::accept(fd, nullptr, nullptr, Backend::socket_flags);
-                if (c >= 0) sys::close(c);
-                *reserve = sys::open("/dev/null", O_RDONLY);
-                // accept(2) reserves the fd before it looks at the queue, so it fails
-                // with EMFILE even when nobody is waiting: then wait for readiness like
-                // any EAGAIN instead of reporting (and spinning on) a phantom failure.
-                if (c == -EAGAIN) return -EAGAIN;
-            }
+            if ((r == -EMFILE || r == -ENFILE) && shed()) return -EAGAIN;
             return r;
         }
+    }
+    template <class P>
+    void prepare(P& p) noexcept {
+        if (poll_first)
+            p.poll(fd, POLLIN);
+        else
+            p.accept(fd, Backend::socket_flags);
+    }
+    /// Proactor: an aborted peer means "accept again"; a phantom EMFILE (nothing was
+    /// pending) means "wait until a connection is pending, then accept again" (accepting
+    /// again at once would fail again at once: a busy loop through the kernel).
+    bool finish(int& res) noexcept {
+        if (poll_first) {
+            poll_first = false;
+            return res < 0;  // the poll failed: report it; else accept now
+        }
+        if (res == -ECONNABORTED) return false;
+        if ((res == -EMFILE || res == -ENFILE) && shed()) {
+            poll_first = true;
+            return false;
+        }
+        return true;
+    }
+    /// The EMFILE trick: spend the reserve fd to accept one pending connection and close
+    /// it. True when nothing was pending, which accept(2) cannot tell apart (it reserves
+    /// the fd before it looks at the queue): then wait for a connection like any EAGAIN
+    /// instead of reporting, and spinning on, a phantom failure.
+    bool shed() noexcept {
+        if (*reserve < 0) return false;
+        // Look before accepting: a completion backend's listener is a blocking socket.
+        pollfd pending{fd, POLLIN, 0};
+        bool waiting = sys::poll(&pending, 1, 0) > 0;
+        sys::close(*reserve);
+        int c = waiting ? sys::accept(fd, nullptr, nullptr, SOCK_NONBLOCK) : -EAGAIN;
+        if (c >= 0) sys::close(c);
+        *reserve = sys::open("/dev/null", O_RDONLY);
+        return c == -EAGAIN;
     }
     bool drained(int) const noexcept { return false; }
     /// Closes a connection that was accepted but never handed to anyone.

@@ -1,0 +1,436 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// @brief `backend::uring`: the io_uring proactor (completion model).
+///
+/// Operations only fill submission queue entries; the loop submits them once per
+/// iteration with `io_uring_submit_and_wait_timeout` (the timeout is the next timer).
+/// Each SQE's `user_data` points at its operation record inside the awaiting coroutine's
+/// frame; the CQE's `res` goes into that record, and the coroutine is resumed by the
+/// loop after the completion scan. The kernel may own a buffer until the CQE arrives,
+/// so nothing is freed before that: a cancelled operation waits for its own CQE, and a
+/// frame destroyed with an operation in flight cancels it and drains the ring first.
+///
+/// Ring features, probed at run time with a fallback each (see `uring::features()`):
+/// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`, else
+/// `IORING_SETUP_COOP_TASKRUN`, else none; a registered ring fd; `IORING_FEAT_NODROP`
+/// (overflowed completions are kept by the kernel and flushed). Each can be switched off
+/// through `uring::options`; `WEFT_DISABLE_URING=1` in the environment makes
+/// `available()` false, as a container without io_uring would.
+#pragma once
+
+#if !__has_include(<liburing.h>)
+#error "weft's io_uring backend needs liburing (Debian: apt-get install liburing-dev)"
+#endif
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <poll.h>
+
+#include "../core.hpp"
+#include "../result.hpp"
+#include "../sys.hpp"
+#include "concepts.hpp"
+
+namespace weft::backend {
+
+/// The io_uring proactor: the kernel performs each operation and posts its completion.
+class uring {
+public:
+    /// "uring".
+    static constexpr std::string_view name = "uring";
+    /// A completion backend.
+    static constexpr backend_kind kind = backend_kind::proactor;
+    /// Blocking sockets: io_uring waits inside the kernel; with `O_NONBLOCK` it would
+    /// hand `EAGAIN` back instead of arming its internal poll.
+    static constexpr int socket_flags = 0;
+    /// The operation record type submitted here.
+    using op_type = detail::proactor_op;
+
+    /// Settings of the ring. Every feature falls back when the kernel lacks it.
+    struct options {
+        unsigned queue_depth = 256;    ///< submission queue entries (completion queue: twice that)
+        bool defer_taskrun = true;     ///< `SINGLE_ISSUER | DEFER_TASKRUN`: completions run only when we ask
+        bool coop_taskrun = true;      ///< `COOP_TASKRUN`, the fallback when DEFER_TASKRUN is refused
+        bool register_ring_fd = true;  ///< `io_uring_register_ring_fd`: cheaper `io_uring_enter`
+    };
+
+    /// What the ring in use actually got (for reports and tests).
+    struct feature_set {
+        bool defer_taskrun = false;       ///< SINGLE_ISSUER | DEFER_TASKRUN
+        bool coop_taskrun = false;        ///< COOP_TASKRUN (when DEFER_TASKRUN was not used)
+        bool registered_ring_fd = false;  ///< the ring fd is registered
+        bool nodrop = false;              ///< IORING_FEAT_NODROP: no completion is ever lost
+        unsigned sq_entries = 0;          ///< submission queue size granted
+        unsigned cq_entries = 0;          ///< completion queue size granted
+    };
+
+    /// True unless `WEFT_DISABLE_URING` is set to a non-empty value other than "0", or a
+    /// ring cannot be created in this process (io_uring disabled by sysctl or seccomp).
+    static bool available() noexcept {
+        static const bool ok = [] {
+            const char* off = std::getenv("WEFT_DISABLE_URING");
+            if (off && *off && std::strcmp(off, "0") != 0) return false;
+            io_uring probe;
+            if (io_uring_queue_init(2, &probe, 0) < 0) return false;
+            io_uring_queue_exit(&probe);
+            return true;
+        }();
+        return ok;
+    }
+
+    /// Creates the ring; throws `std::system_error` whose message names the cause and
+    /// suggests the `epoll_et` backend.
+    uring(detail::loop_core& core, options opts) : core_(core) {
+        int err = setup(opts);
+        if (err < 0) throw std::system_error(-err, std::system_category(), describe_setup_error(-err, opts));
+        wake_fd_ = sys::eventfd(0);
+        if (wake_fd_ < 0) {
+            io_uring_queue_exit(&ring_);
+            throw std::system_error(-wake_fd_, std::system_category(), "eventfd");
+        }
+        arm_wake();
+    }
+    uring(const uring&) = delete;
+    uring& operator=(const uring&) = delete;
+    /// Tears the ring down. Every awaiter has already drained its own operation (see
+    /// `forget`); the kernel cancels what is left (the wake-up poll) at exit.
+    ~uring() {
+        io_uring_queue_exit(&ring_);
+        sys::close(wake_fd_);
+    }
+
+    /// The loop this backend completes operations into.
+    detail::loop_core& core() const noexcept { return core_; }
+    /// The features the ring got.
+    const feature_set& features() const noexcept { return features_; }
+
+    /// Nothing to register: io_uring needs no per-socket setup.
+    int attach(int) noexcept { return 0; }
+
+    /// Before `close(fd)`: cancels every operation in flight on `fd` and submits at once,
+    /// so the kernel lets go of the file before it is closed (the peer then sees the FIN
+    /// and no completion can land on a later socket that reuses the fd number). The
+    /// operations complete with `-ECANCELED` (or their real result) as usual.
+    void detach(int fd) noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= busy_.size() || busy_[static_cast<std::size_t>(fd)] == 0) return;
+        io_uring_sqe* sqe = get_sqe();
+        io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, internal_tag);
+        // Submit and run the cancellations' completion work now, so every request has
+        // dropped its reference to the file before close(2).
+        flush_and_get_events();
+    }
+
+    /// Queues `op`'s submission; the loop submits it with the next wait. A full
+    /// submission queue is submitted to the kernel first, never dropped. `-EBUSY` when
+    /// an operation of the same direction is already in flight on the fd (the same rule
+    /// as the reactors: one reader and one writer per socket).
+    int submit(detail::proactor_op& op) noexcept {
+        if (!mark(op.fd, op.dir)) return -EBUSY;
+        op.state = detail::op_state::parked;
+        op.cancel_requested = false;
+        op.abandoned = false;
+        prepare(op);
+        return 0;
+    }
+
+    /// Asks the kernel to cancel `op`; it still completes once, through its own CQE.
+    void cancel(detail::proactor_op& op) noexcept {
+        if (op.state != detail::op_state::parked || op.cancel_requested) return;
+        op.cancel_requested = true;
+        io_uring_sqe* sqe = get_sqe();
+        io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&op), 0);
+        io_uring_sqe_set_data64(sqe, internal_tag);
+    }
+
+    /// `op`'s frame is being destroyed while the kernel may still own its buffer:
+    /// cancels it and processes completions until its CQE has arrived.
+    void forget(detail::proactor_op& op) noexcept {
+        if (op.state != detail::op_state::parked) return;
+        op.abandoned = true;
+        cancel(op);
+        while (op.state == detail::op_state::parked) {
+            flush();
+            io_uring_cqe* cqe = nullptr;
+            int r = io_uring_wait_cqe(&ring_, &cqe);
+            if (r < 0 && r != -EINTR && r != -ETIME) break;  // the ring is unusable; nothing more to wait for
+            reap();
+        }
+    }
+
+    /// One iteration: submits queued SQEs and waits up to `timeout` for completions,
+    /// then hands every CQE to its operation.
+    void wait(clock::duration timeout) {
+        if (timeout == clock::duration::zero()) {
+            flush_and_get_events();
+        } else {
+            io_uring_cqe* cqe = nullptr;
+            int r;
+            if (timeout == clock::duration::max()) {
+                r = io_uring_submit_and_wait(&ring_, 1);
+            } else {
+                auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
+                __kernel_timespec ts{};
+                ts.tv_sec = ns / 1'000'000'000;
+                ts.tv_nsec = ns % 1'000'000'000;
+                r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+            }
+            if (r == -EBUSY)
+                flush_and_get_events();  // completions backed up: reap, then submit
+            else if (r < 0 && r != -ETIME && r != -EINTR)
+                throw std::system_error(-r, std::system_category(), "io_uring_submit_and_wait");
+        }
+        reap();
+        if (io_uring_cq_has_overflow(&ring_)) {  // NODROP kept some: flush them into the CQ
+            io_uring_get_events(&ring_);
+            reap();
+        }
+    }
+
+    /// Interrupts `wait` from any thread or signal handler (an eventfd the ring polls).
+    void wake() noexcept {
+        std::uint64_t one = 1;
+        [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
+    }
+
+    /// Fills one SQE for an operation (see the op table in `io.hpp`). It also applies the
+    /// syscall fault hook of `sys.hpp`, so tests can shorten IO or inject errors here too.
+    class preparer {
+    public:
+        /// Prepares into `sqe`.
+        explicit preparer(io_uring_sqe* sqe) noexcept : sqe_(sqe) {}
+        /// `recv(2)` into [buf, buf+len).
+        void recv(int fd, void* buf, std::size_t len) noexcept {
+            if (!inject(sys::call::recv, fd, len)) io_uring_prep_recv(sqe_, fd, buf, len, 0);
+        }
+        /// `send(2)` of [buf, buf+len) with `MSG_NOSIGNAL`.
+        void send(int fd, const void* buf, std::size_t len) noexcept {
+            if (!inject(sys::call::send, fd, len)) io_uring_prep_send(sqe_, fd, buf, len, MSG_NOSIGNAL);
+        }
+        /// `accept4(2)`, the new fd `CLOEXEC` plus `flags`.
+        void accept(int fd, int flags) noexcept {
+            std::size_t none = 0;
+            if (!inject(sys::call::accept, fd, none))
+                io_uring_prep_accept(sqe_, fd, nullptr, nullptr, flags | SOCK_CLOEXEC);
+        }
+        /// `connect(2)`; the address must live until the completion (it is in the frame).
+        void connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
+            std::size_t none = 0;
+            if (!inject(sys::call::connect, fd, none)) io_uring_prep_connect(sqe_, fd, addr, len);
+        }
+        /// One-shot poll for `events`.
+        void poll(int fd, unsigned events) noexcept { io_uring_prep_poll_add(sqe_, fd, events); }
+        /// Nothing to do: completes with 0.
+        void nop() noexcept { io_uring_prep_nop(sqe_); }
+        /// A result injected by the fault hook instead of a submission (0: none).
+        int injected() const noexcept { return injected_; }
+
+    private:
+        bool inject(sys::call site, int fd, std::size_t& len) noexcept {
+            for (;;) {
+                int e = sys::detail::inject(site, fd, len);
+                if (e == -EINTR) continue;  // a syscall would retry it: so do we
+                if (e == 0) return false;
+                injected_ = e;
+                io_uring_prep_nop(sqe_);
+                return true;
+            }
+        }
+        io_uring_sqe* sqe_;
+        int injected_ = 0;
+    };
+
+private:
+    /// `user_data` of SQEs whose completions nobody awaits (cancels, the wake-up poll).
+    static constexpr std::uint64_t internal_tag = 0;
+    static constexpr std::uint64_t wake_tag = 1;
+
+    int setup(const options& opts) noexcept {
+        const unsigned depth = opts.queue_depth;
+        io_uring_params p{};
+        int err = -EINVAL;
+        if (opts.defer_taskrun) {
+            p = {};
+            p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+            err = io_uring_queue_init_params(depth, &ring_, &p);
+            features_.defer_taskrun = err == 0;
+        }
+        if (err == -EINVAL && opts.coop_taskrun) {  // kernel before 6.1
+            p = {};
+            p.flags = IORING_SETUP_COOP_TASKRUN;
+            err = io_uring_queue_init_params(depth, &ring_, &p);
+            features_.coop_taskrun = err == 0;
+        }
+        if (err == -EINVAL && (opts.defer_taskrun || opts.coop_taskrun)) {  // kernel before 5.19
+            p = {};
+            err = io_uring_queue_init_params(depth, &ring_, &p);
+        } else if (!opts.defer_taskrun && !opts.coop_taskrun) {
+            p = {};
+            err = io_uring_queue_init_params(depth, &ring_, &p);
+        }
+        if (err < 0) return err;
+        features_.nodrop = (p.features & IORING_FEAT_NODROP) != 0;
+        features_.sq_entries = p.sq_entries;
+        features_.cq_entries = p.cq_entries;
+        if (opts.register_ring_fd) features_.registered_ring_fd = io_uring_register_ring_fd(&ring_) == 1;
+        return 0;
+    }
+
+    static std::string describe_setup_error(int err, const options& opts) {
+        std::string why;
+        switch (err) {
+            case EPERM:
+                why = "io_uring is disabled here (sysctl kernel.io_uring_disabled, or a seccomp profile)";
+                break;
+            case ENOSYS:
+                why = "this kernel has no io_uring";
+                break;
+            case ENOMEM:
+                why = "not enough lockable memory for the ring (RLIMIT_MEMLOCK)";
+                break;
+            case EINVAL:
+                why = "invalid ring settings (queue depth " + std::to_string(opts.queue_depth) + ")";
+                break;
+            case EMFILE:
+            case ENFILE:
+                why = "no file descriptor left for the ring";
+                break;
+            default:
+                why = "io_uring_setup failed";
+                break;
+        }
+        return "cannot create an io_uring (" + why + "); use another backend, e.g. --backend=epoll_et";
+    }
+
+    /// Records an operation of direction `dir` in flight on `fd`; false if one already is.
+    bool mark(int fd, interest dir) noexcept {
+        if (fd < 0) return true;
+        auto i = static_cast<std::size_t>(fd);
+        if (i >= busy_.size()) {
+            try {
+                busy_.resize(std::max<std::size_t>(i + 1, busy_.size() * 2));
+            } catch (...) {
+                return true;  // only costs the EBUSY check and a needless cancel in detach
+            }
+        }
+        auto bit = static_cast<std::uint8_t>(1u << static_cast<unsigned>(dir));
+        if (busy_[i] & bit) return false;
+        busy_[i] |= bit;
+        return true;
+    }
+    void unmark(int fd, interest dir) noexcept {
+        if (fd >= 0 && static_cast<std::size_t>(fd) < busy_.size())
+            busy_[static_cast<std::size_t>(fd)] &= static_cast<std::uint8_t>(~(1u << static_cast<unsigned>(dir)));
+    }
+
+    /// A free SQE; when the queue is full, submits what is queued first (never drops).
+    io_uring_sqe* get_sqe() noexcept {
+        for (;;) {
+            if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) return sqe;
+            int r = io_uring_submit(&ring_);
+            if (r == -EBUSY) reap();  // the completion side is backed up: make room
+        }
+    }
+
+    void prepare(detail::proactor_op& op) noexcept {
+        io_uring_sqe* sqe = get_sqe();
+        preparer p(sqe);
+        op.prepare(op, &p);
+        if (int e = p.injected()) {
+            // The fault hook answered for the kernel: finish the op without a syscall.
+            io_uring_sqe_set_data64(sqe, internal_tag);
+            settle(op, e);
+            return;
+        }
+        io_uring_sqe_set_data(sqe, &op);
+    }
+
+    /// Hands one result to `op`: completes it, or submits its next step.
+    void settle(detail::proactor_op& op, int res) noexcept {
+        bool done = op.abandoned || op.finish(op, res);
+        if (!done && !op.cancel_requested) {
+            prepare(op);  // partial progress (write_all, read_exact...): submit the rest
+            return;
+        }
+        if (!done) op.res = -ECANCELED;  // cancelled between two steps: the rest never happened
+        unmark(op.fd, op.dir);
+        if (op.abandoned) {
+            op.state = detail::op_state::idle;  // its frame is going away: resume nobody
+            return;
+        }
+        core_.complete(op, op.res);
+    }
+
+    /// Takes every available completion off the ring. Each batch is copied out and the
+    /// ring advanced before any is handled: handling one may submit, and a full ring's
+    /// submit may need to reap again.
+    void reap() noexcept {
+        struct completion {
+            std::uint64_t tag;
+            int res;
+            unsigned flags;
+        };
+        for (;;) {
+            completion batch[64];
+            unsigned n = 0;
+            unsigned head;
+            io_uring_cqe* cqe;
+            io_uring_for_each_cqe(&ring_, head, cqe) {
+                batch[n++] = {io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags};
+                if (n == 64) break;
+            }
+            if (n == 0) break;
+            io_uring_cq_advance(&ring_, n);
+            for (unsigned i = 0; i < n; ++i) {
+                const completion& c = batch[i];
+                if (c.tag == wake_tag) {
+                    std::uint64_t value;
+                    [[maybe_unused]] long r = sys::read(wake_fd_, &value, sizeof value);
+                    if (!(c.flags & IORING_CQE_F_MORE)) arm_wake();  // the kernel ended the multishot
+                } else if (c.tag != internal_tag && c.tag != LIBURING_UDATA_TIMEOUT) {
+                    settle(*reinterpret_cast<detail::proactor_op*>(c.tag), c.res);
+                }
+            }
+        }
+    }
+
+    void arm_wake() noexcept {
+        io_uring_sqe* sqe = get_sqe();
+        io_uring_prep_poll_multishot(sqe, wake_fd_, POLLIN);
+        io_uring_sqe_set_data64(sqe, wake_tag);
+    }
+
+    /// Submits queued SQEs without waiting.
+    void flush() noexcept {
+        int r;
+        while ((r = io_uring_submit(&ring_)) == -EBUSY) reap();
+    }
+
+    /// Submits and runs deferred completion work without waiting (DEFER_TASKRUN only
+    /// delivers completions when the issuer asks for them).
+    void flush_and_get_events() noexcept {
+        int r;
+        while ((r = io_uring_submit_and_get_events(&ring_)) == -EBUSY) reap();
+    }
+
+    detail::loop_core& core_;
+    io_uring ring_{};
+    feature_set features_;
+    int wake_fd_ = -1;
+    std::vector<std::uint8_t> busy_;  ///< per fd: bit 0 a read, bit 1 a write in flight
+};
+
+static_assert(proactor_backend<uring>);
+
+}  // namespace weft::backend
