@@ -195,9 +195,10 @@ public:
         });
         if (n < 0 && n != -EINTR) throw std::system_error(-n, std::system_category(), std::string(name) + " wait");
         if (deferred_.empty()) return;
-        std::vector<detail::reactor_op*> batch;
-        batch.swap(deferred_);
-        for (detail::reactor_op* op : batch) {
+        // Two lists used in turn: retries queued while this batch runs go to the other
+        // one, and both keep their capacity (no allocation per retry in steady state).
+        retrying_.swap(deferred_);
+        for (detail::reactor_op* op : retrying_) {
             if (!op) continue;  // cancelled or forgotten while queued
             op->deferred = false;
             slot& s = slots_[static_cast<std::size_t>(op->fd)];
@@ -211,8 +212,7 @@ public:
                 core_.complete(*op, err);
             }
         }
-        batch.clear();
-        if (deferred_.empty()) deferred_.swap(batch);  // keep the capacity: no allocation per retry
+        retrying_.clear();
     }
 
     /// Interrupts `wait` from any thread or signal handler (an eventfd write).
@@ -316,6 +316,7 @@ private:
     Demux demux_;
     std::vector<slot> slots_;
     std::vector<detail::reactor_op*> deferred_;
+    std::vector<detail::reactor_op*> retrying_;
     int wake_fd_ = -1;
     detail::reactor_op wake_op_;
 };

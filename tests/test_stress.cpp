@@ -1,0 +1,113 @@
+// Cancellation racing completion, and the allocation-free steady state, on every backend.
+#include "alloc_counter.hpp"
+#include "helpers.hpp"
+
+using namespace weft_test;
+
+TEMPLATE_TEST_CASE("cancelling a read as its data arrives loses and duplicates nothing (10,000 rounds)",
+                   "[stress][cancel]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    constexpr int rounds = 10'000;
+    std::vector<unsigned char> received;
+    int resumptions = 0, reads = 0, cancelled = 0;
+    run_bounded(
+        loop,
+        [&]() -> weft::task<void> {
+            auto p = co_await make_pair(loop);
+            bool was_cancelled = false;
+            auto read_one = [&](std::stop_token token) -> weft::task<void> {
+                std::array<unsigned char, 16> buf;
+                ++reads;
+                auto r = co_await weft::with_stop_token(p.server.read_some(buf), token);
+                ++resumptions;
+                was_cancelled = !r && r.error() == std::errc::operation_canceled;
+                if (r)
+                    received.insert(received.end(), buf.begin(), buf.begin() + static_cast<long>(*r));
+                else if (was_cancelled)
+                    ++cancelled;
+                else
+                    FAIL("read failed: " << r.error().message());
+            };
+            for (int i = 0; i < rounds; ++i) {
+                const unsigned char byte = static_cast<unsigned char>(i);
+                std::stop_source src;
+                // Four orderings of "data arrives" against "the read is cancelled":
+                // 0: data, then read and cancel at once; 1: read, data, cancel in one turn;
+                // 2: read, one loop turn, data, cancel; 3: read, one loop turn, cancel, data.
+                auto send_and_cancel = [&, byte]() -> weft::task<void> {
+                    if (i % 4 >= 2) (void)co_await weft::sleep_for(std::chrono::nanoseconds(0));
+                    if (i % 4 == 3) src.request_stop();
+                    auto w = co_await p.client.write_all(std::span(&byte, 1));
+                    if (!w) FAIL("write failed");
+                    src.request_stop();
+                };
+                if (i % 4 == 0) {
+                    auto w = co_await p.client.write_all(std::span(&byte, 1));  // data first
+                    if (!w) FAIL("write failed");
+                    co_await weft::when_all(read_one(src.get_token()), [&]() -> weft::task<void> {
+                        src.request_stop();
+                        co_return;
+                    }());
+                } else {
+                    co_await weft::when_all(read_one(src.get_token()), send_and_cancel());
+                }
+                if (was_cancelled) {
+                    // The cancelled read took nothing: this round's byte is still queued, and
+                    // the next round must start with an empty socket to race again.
+                    unsigned char left;
+                    auto r = co_await p.server.read_exact(std::span(&left, 1));
+                    if (!r) FAIL("the byte of a cancelled read is missing");
+                    received.push_back(left);
+                }
+            }
+            // Whatever the cancelled reads left behind is still in the socket, in order.
+            (void)p.client.shutdown();
+            std::array<unsigned char, 4096> rest;
+            for (;;) {
+                auto n = co_await p.server.read_some(rest);
+                if (!n || *n == 0) break;
+                received.insert(received.end(), rest.begin(), rest.begin() + static_cast<long>(*n));
+            }
+        }(),
+        120000ms);
+    REQUIRE(resumptions == reads);  // every awaiter resumed exactly once
+    REQUIRE(received.size() == static_cast<std::size_t>(rounds));
+    for (int i = 0; i < rounds; ++i) {
+        if (received[static_cast<std::size_t>(i)] != static_cast<unsigned char>(i))
+            FAIL("byte " << i << " out of order or duplicated");
+    }
+    REQUIRE(cancelled > 0);  // the cancellation path really ran
+    WARN(std::string(TestType::name) << ": " << cancelled << " of " << reads << " reads were cancelled");
+}
+
+TEMPLATE_TEST_CASE("an echo of 10,000 messages allocates nothing after the first", "[stress][alloc]",
+                   WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    std::size_t steady_allocs = 0;
+    bool ok = true;
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto p = co_await make_pair(loop);
+        loop.spawn([](weft::tcp_stream<TestType> s) -> weft::task<void> {
+            std::array<char, 256> buf;
+            for (;;) {
+                auto n = co_await s.read_some(buf);
+                if (!n || *n == 0) co_return;
+                if (!co_await s.write_all(std::span(buf.data(), *n))) co_return;
+            }
+        }(std::move(p.server)));
+        std::array<char, 64> out{}, in{};
+        weft_test::alloc_counts first{};
+        for (int i = 0; i < 10'000; ++i) {
+            out[0] = static_cast<char>(i);
+            auto w = co_await p.client.write_all(out);
+            auto r = co_await p.client.read_exact(in);
+            ok = ok && w && r && in == out;
+            if (i == 0) first = weft_test::alloc_snapshot();  // after the first message
+        }
+        steady_allocs = weft_test::alloc_snapshot().allocs - first.allocs;
+    }());
+    REQUIRE(ok);
+    REQUIRE(steady_allocs == 0);
+}

@@ -1,0 +1,71 @@
+// io_uring-specific behaviour: a full submission queue, ring setup failures, features.
+#include "helpers.hpp"
+
+#if WEFT_HAS_URING
+
+using namespace weft_test;
+using uring = weft::backend::uring;
+
+TEST_CASE("uring: 1,000 concurrent operations through a queue depth of 8", "[uring]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    weft::loop<uring> loop(uring::options{.queue_depth = 8});
+    REQUIRE(loop.backend().features().sq_entries == 8);
+    constexpr int pairs = 500;  // a pending read on each end: 1,000 operations in flight
+    int done = 0;
+    run_bounded(loop, [&]() -> weft::task<void> {
+        std::vector<tcp_pair<uring>> conns;
+        for (int i = 0; i < pairs; ++i) conns.push_back(co_await make_pair(loop));
+        for (auto& c : conns) {
+            for (auto* s : {&c.client, &c.server}) {
+                loop.spawn([](weft::tcp_stream<uring>& s, int& done) -> weft::task<void> {
+                    char b[1];
+                    auto r = co_await s.read_some(b);
+                    if (r && *r == 1) ++done;
+                }(*s, done));
+            }
+        }
+        (void)co_await weft::sleep_for(10ms);  // every read is submitted and waiting now
+        for (auto& c : conns) {
+            CO_REQUIRE(co_await c.client.write_all(std::string_view("x")));
+            CO_REQUIRE(co_await c.server.write_all(std::string_view("y")));
+        }
+        while (done < 2 * pairs) (void)co_await weft::sleep_for(1ms);
+    }());
+    REQUIRE(done == 2 * pairs);
+}
+
+TEST_CASE("uring: a ring that cannot be created is a clear error, not a crash", "[uring]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    try {
+        weft::loop<uring> loop(uring::options{.queue_depth = 1u << 20});  // above the kernel's maximum
+        FAIL("an absurd queue depth was accepted");
+    } catch (const std::system_error& e) {
+        std::string what = e.what();
+        INFO(what);
+        REQUIRE(what.find("queue depth") != std::string::npos);
+        REQUIRE(what.find("epoll_et") != std::string::npos);  // it suggests a backend that works
+    }
+}
+
+TEST_CASE("uring: features are probed and can be switched off", "[uring]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    weft::loop<uring> fast;
+    auto f = fast.backend().features();
+    REQUIRE(f.nodrop);
+    WARN("uring features: defer_taskrun=" << f.defer_taskrun << " coop_taskrun=" << f.coop_taskrun
+                                          << " registered_ring_fd=" << f.registered_ring_fd << " sq=" << f.sq_entries
+                                          << " cq=" << f.cq_entries);
+    weft::loop<uring> plain(uring::options{.defer_taskrun = false, .coop_taskrun = false, .register_ring_fd = false});
+    auto g = plain.backend().features();
+    REQUIRE_FALSE(g.defer_taskrun);
+    REQUIRE_FALSE(g.coop_taskrun);
+    REQUIRE_FALSE(g.registered_ring_fd);
+    // Both still work.
+    auto ok = plain.run([]() -> weft::task<bool> {
+        auto r = co_await weft::sleep_for(1ms);
+        co_return static_cast<bool>(r);
+    }());
+    REQUIRE(ok);
+}
+
+#endif
