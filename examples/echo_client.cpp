@@ -61,12 +61,17 @@ int main(int argc, char** argv) {
         example::number_or_exit("--timeout-ms", args.get("--timeout-ms").value_or("5000"), 1, 86'400'000));
     std::string name = args.get("--backend").value_or("epoll_et");
     int rc = 2;
-    if (!weft::with_backend(name, [&]<class B>() {
-            weft::loop<B> loop;
-            rc = loop.run(talk(loop, *server, args.positional, timeout));
-        })) {
-        std::fprintf(stderr, "error: unknown backend '%s' (choose from: %s)\n", name.c_str(),
-                     weft::all_backends::names().c_str());
+    try {
+        if (!weft::with_backend(name, [&]<class B>() {
+                weft::loop<B> loop;
+                rc = loop.run(talk(loop, *server, args.positional, timeout));
+            })) {
+            std::fprintf(stderr, "error: unknown backend '%s' (choose from: %s)\n", name.c_str(),
+                         weft::all_backends::names().c_str());
+        }
+    } catch (const std::system_error& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return e.code() == weft::errc::backend_unavailable ? 3 : 1;
     }
     return rc;
 }

@@ -4,7 +4,8 @@
 //
 //   upper_echo_server [--port 8800] [--host 127.0.0.1] [--backend epoll_et]
 //
-// Prints the address it listens on; exits cleanly on SIGINT/SIGTERM.
+// Prints the address it listens on; exits cleanly on SIGINT/SIGTERM. Exit status 3
+// means the backend is not available in this process.
 #include <weft/weft.hpp>
 
 #include <cstdio>
@@ -84,10 +85,16 @@ int main(int argc, char** argv) {
     }
     std::string name = args.get("--backend").value_or("epoll_et");
     int rc = 0;
-    if (!weft::with_backend(name, [&]<class B>() { rc = run<B>(*where); })) {
-        std::fprintf(stderr, "error: unknown backend '%s' (choose from: %s)\n", name.c_str(),
-                     weft::all_backends::names().c_str());
-        return 2;
+    try {
+        if (!weft::with_backend(name, [&]<class B>() { rc = run<B>(*where); })) {
+            std::fprintf(stderr, "error: unknown backend '%s' (choose from: %s)\n", name.c_str(),
+                         weft::all_backends::names().c_str());
+            return 2;
+        }
+    } catch (const std::system_error& e) {
+        // The backend could not start here (io_uring disabled, for instance).
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return e.code() == weft::errc::backend_unavailable ? 3 : 1;
     }
     return rc;
 }
