@@ -2,7 +2,9 @@
 // resets, refused connects, silent peers, cancellation, fairness, fd exhaustion.
 #include "helpers.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -396,4 +398,56 @@ TEMPLATE_TEST_CASE("SO_REUSEPORT shares a port; without it the port is in use", 
     auto c = weft::tcp_listener<TestType>::bind(loop, weft::endpoint::loopback_v4(port));
     REQUIRE_FALSE(c);
     REQUIRE(c.error() == std::errc::address_in_use);
+}
+
+TEMPLATE_TEST_CASE("1,000 connections arriving in a burst are all accepted", "[tcp][accept]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    constexpr int clients = 1000;
+    auto listener = weft::tcp_listener<TestType>::bind(loop, weft::endpoint::loopback_v4(0), {.backlog = 4096}).value();
+    const auto port = listener.local_endpoint().value().port();
+    std::vector<int> seen(clients, 0);
+    run_bounded(
+        loop,
+        [&]() -> weft::task<void> {
+            // The first accept starts waiting (on io_uring: arms the multishot accept) ...
+            auto first = [&]() -> weft::task<weft::result<weft::tcp_stream<TestType>>> {
+                co_return co_await listener.accept();
+            };
+            // ... then every client connects at once from another thread and sends its id,
+            // while the loop is busy elsewhere: connections pile up unclaimed.
+            std::thread burst([port] {
+                std::vector<int> fds;
+                for (int i = 0; i < clients; ++i) {
+                    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                    sockaddr_in a{};
+                    a.sin_family = AF_INET;
+                    a.sin_port = htons(port);
+                    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+                    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) break;
+                    std::uint16_t id = static_cast<std::uint16_t>(i);
+                    if (::send(fd, &id, sizeof id, MSG_NOSIGNAL) != sizeof id) break;
+                    fds.push_back(fd);
+                }
+                std::this_thread::sleep_for(std::chrono::seconds(2));  // keep them open until read
+                for (int fd : fds) ::close(fd);
+            });
+            auto take = [&](weft::tcp_stream<TestType> s) -> weft::task<void> {
+                std::uint16_t id = 0;
+                auto r = co_await s.read_exact(std::span(reinterpret_cast<char*>(&id), sizeof id));
+                if (r && id < clients) ++seen[id];
+            };
+            auto s0 = co_await first();
+            if (!s0) FAIL("accept: " << s0.error().message());
+            co_await take(std::move(*s0));
+            (void)co_await weft::sleep_for(200ms);  // nobody accepts while most of the burst lands
+            for (int i = 1; i < clients; ++i) {
+                auto s = co_await listener.accept();
+                if (!s) FAIL("accept " << i << ": " << s.error().message());
+                co_await take(std::move(*s));
+            }
+            burst.join();
+        }(),
+        60000ms);
+    REQUIRE(std::count(seen.begin(), seen.end(), 1) == clients);
 }

@@ -69,3 +69,34 @@ TEST_CASE("uring: features are probed and can be switched off", "[uring]") {
 }
 
 #endif
+
+#if WEFT_HAS_URING
+TEST_CASE("uring: the multishot accept queues connections while nobody awaits", "[uring][accept]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    weft::loop<uring> loop;
+    auto listener = weft::tcp_listener<uring>::bind(loop, weft::endpoint::loopback_v4(0)).value();
+    auto ep = listener.local_endpoint().value();
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto [c0, s0] = co_await weft::when_all(weft::tcp_stream<uring>::connect(loop, ep), listener.accept());
+        REQUIRE(s0);  // the multishot accept is armed now and stays armed
+        std::vector<weft::tcp_stream<uring>> clients;
+        for (int i = 0; i < 5; ++i) clients.push_back((co_await weft::tcp_stream<uring>::connect(loop, ep)).value());
+        (void)co_await weft::sleep_for(20ms);
+        // Nobody awaits accept(), yet the kernel has handed the connections over.
+        REQUIRE(loop.backend().queued_connections(listener.native_handle()) == 5);
+        for (int i = 0; i < 5; ++i) {
+            auto s = co_await listener.accept();  // served from the queue, no submission
+            REQUIRE(s);
+        }
+        REQUIRE(loop.backend().queued_connections(listener.native_handle()) == 0);
+        // Closing the listener with connections still queued closes them (no fd leak).
+        auto extra = (co_await weft::tcp_stream<uring>::connect(loop, ep)).value();
+        (void)co_await weft::sleep_for(20ms);
+        REQUIRE(loop.backend().queued_connections(listener.native_handle()) == 1);
+        REQUIRE(listener.close());
+        char b[1];
+        auto eof = co_await weft::with_timeout(extra.read_some(b), 5s);
+        REQUIRE((eof ? *eof == 0 : eof.error() == std::errc::connection_reset));
+    }());
+}
+#endif

@@ -82,6 +82,7 @@ struct proactor_op : op_base {
     interest dir = interest::read;
     bool cancel_requested = false;  ///< an async cancel for it is already queued
     bool abandoned = false;         ///< its frame is dying: complete silently
+    bool held = false;              ///< waiting in backend state, not in the kernel (multishot accept)
 };
 }  // namespace detail
 

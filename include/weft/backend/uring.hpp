@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -108,12 +110,23 @@ public:
     ~uring() {
         io_uring_queue_exit(&ring_);
         sys::close(wake_fd_);
+        for (auto& l : listeners_)
+            if (l)
+                for (int c : l->queued) sys::close(c);  // accepted, never handed out
     }
 
     /// The loop this backend completes operations into.
     detail::loop_core& core() const noexcept { return core_; }
     /// The features the ring got.
     const feature_set& features() const noexcept { return features_; }
+
+    /// Connections the multishot accept of listener `fd` has accepted and nobody has
+    /// taken yet (diagnostics and tests).
+    std::size_t queued_connections(int fd) const noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= listeners_.size() || !listeners_[static_cast<std::size_t>(fd)])
+            return 0;
+        return listeners_[static_cast<std::size_t>(fd)]->queued.size();
+    }
 
     /// Nothing to register: io_uring needs no per-socket setup.
     int attach(int) noexcept { return 0; }
@@ -123,7 +136,11 @@ public:
     /// and no completion can land on a later socket that reuses the fd number). The
     /// operations complete with `-ECANCELED` (or their real result) as usual.
     void detach(int fd) noexcept {
-        if (fd < 0 || static_cast<std::size_t>(fd) >= busy_.size() || busy_[static_cast<std::size_t>(fd)] == 0) return;
+        bool multishot = fd >= 0 && static_cast<std::size_t>(fd) < listeners_.size() &&
+                         listeners_[static_cast<std::size_t>(fd)] && listeners_[static_cast<std::size_t>(fd)]->armed;
+        drop_listener(fd);
+        bool busy = fd >= 0 && static_cast<std::size_t>(fd) < busy_.size() && busy_[static_cast<std::size_t>(fd)] != 0;
+        if (!busy && !multishot) return;
         io_uring_sqe* sqe = get_sqe();
         io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, internal_tag);
@@ -145,9 +162,15 @@ public:
         return 0;
     }
 
-    /// Asks the kernel to cancel `op`; it still completes once, through its own CQE.
+    /// Asks the kernel to cancel `op`; it still completes once, through its own CQE. An
+    /// accept waiting on a multishot accept is not in the kernel: it completes now.
     void cancel(detail::proactor_op& op) noexcept {
         if (op.state != detail::op_state::parked || op.cancel_requested) return;
+        if (op.held) {
+            release_held(op);
+            settle(op, -ECANCELED);
+            return;
+        }
         op.cancel_requested = true;
         io_uring_sqe* sqe = get_sqe();
         io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&op), 0);
@@ -159,6 +182,11 @@ public:
     void forget(detail::proactor_op& op) noexcept {
         if (op.state != detail::op_state::parked) return;
         op.abandoned = true;
+        if (op.held) {
+            release_held(op);
+            settle(op, -ECANCELED);
+            return;
+        }
         cancel(op);
         while (op.state == detail::op_state::parked) {
             flush();
@@ -204,51 +232,67 @@ public:
         [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
     }
 
-    /// Fills one SQE for an operation (see the op table in `io.hpp`). It also applies the
-    /// syscall fault hook of `sys.hpp`, so tests can shorten IO or inject errors here too.
+    /// Fills the submission for one operation (see the op table in `io.hpp`). It also
+    /// applies the syscall fault hook of `sys.hpp`, so tests can shorten IO or inject
+    /// errors here too. An accept does not become an SQE of its own: it waits on the
+    /// listener's multishot accept.
     class preparer {
     public:
-        /// Prepares into `sqe`.
-        explicit preparer(io_uring_sqe* sqe) noexcept : sqe_(sqe) {}
+        /// Prepares `op` for `ring`.
+        preparer(uring& ring, detail::proactor_op& op) noexcept : ring_(ring), op_(op) {}
         /// `recv(2)` into [buf, buf+len).
         void recv(int fd, void* buf, std::size_t len) noexcept {
-            if (!inject(sys::call::recv, fd, len)) io_uring_prep_recv(sqe_, fd, buf, len, 0);
+            if (!inject(sys::call::recv, fd, len)) io_uring_prep_recv(sqe(), fd, buf, len, 0);
         }
         /// `send(2)` of [buf, buf+len) with `MSG_NOSIGNAL`.
         void send(int fd, const void* buf, std::size_t len) noexcept {
-            if (!inject(sys::call::send, fd, len)) io_uring_prep_send(sqe_, fd, buf, len, MSG_NOSIGNAL);
+            if (!inject(sys::call::send, fd, len)) io_uring_prep_send(sqe(), fd, buf, len, MSG_NOSIGNAL);
         }
-        /// `accept4(2)`, the new fd `CLOEXEC` plus `flags`.
+        /// The next connection on listener `fd` (new fd `CLOEXEC` plus `flags`), from the
+        /// listener's multishot accept.
         void accept(int fd, int flags) noexcept {
             std::size_t none = 0;
-            if (!inject(sys::call::accept, fd, none))
-                io_uring_prep_accept(sqe_, fd, nullptr, nullptr, flags | SOCK_CLOEXEC);
+            if (!inject(sys::call::accept, fd, none)) ring_.accept_from_multishot(op_, fd, flags, *this);
         }
         /// `connect(2)`; the address must live until the completion (it is in the frame).
         void connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
             std::size_t none = 0;
-            if (!inject(sys::call::connect, fd, none)) io_uring_prep_connect(sqe_, fd, addr, len);
+            if (!inject(sys::call::connect, fd, none)) io_uring_prep_connect(sqe(), fd, addr, len);
         }
         /// One-shot poll for `events`.
-        void poll(int fd, unsigned events) noexcept { io_uring_prep_poll_add(sqe_, fd, events); }
+        void poll(int fd, unsigned events) noexcept { io_uring_prep_poll_add(sqe(), fd, events); }
         /// Nothing to do: completes with 0.
-        void nop() noexcept { io_uring_prep_nop(sqe_); }
-        /// A result injected by the fault hook instead of a submission (0: none).
-        int injected() const noexcept { return injected_; }
+        void nop() noexcept { io_uring_prep_nop(sqe()); }
+        /// Completes the operation with `res` without a submission.
+        void complete_now(int res) noexcept {
+            immediate_ = true;
+            result_ = res;
+        }
+        /// True if the operation completed without a submission; `result()` then holds it.
+        bool immediate() const noexcept { return immediate_; }
+        /// The result of an operation that completed without a submission.
+        int result() const noexcept { return result_; }
 
     private:
+        io_uring_sqe* sqe() noexcept {
+            io_uring_sqe* s = ring_.get_sqe();
+            io_uring_sqe_set_data(s, &op_);
+            op_.held = false;
+            return s;
+        }
         bool inject(sys::call site, int fd, std::size_t& len) noexcept {
             for (;;) {
                 int e = sys::detail::inject(site, fd, len);
                 if (e == -EINTR) continue;  // a syscall would retry it: so do we
                 if (e == 0) return false;
-                injected_ = e;
-                io_uring_prep_nop(sqe_);
+                complete_now(e);
                 return true;
             }
         }
-        io_uring_sqe* sqe_;
-        int injected_ = 0;
+        uring& ring_;
+        detail::proactor_op& op_;
+        bool immediate_ = false;
+        int result_ = 0;
     };
 
 private:
@@ -313,6 +357,14 @@ private:
         return "cannot create an io_uring (" + why + "); use another backend, e.g. --backend=epoll_et";
     }
 
+    /// Unlinks an accept waiting on its listener's multishot accept.
+    void release_held(detail::proactor_op& op) noexcept {
+        op.held = false;
+        if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < listeners_.size() &&
+            listeners_[static_cast<std::size_t>(op.fd)] && listeners_[static_cast<std::size_t>(op.fd)]->waiter == &op)
+            listeners_[static_cast<std::size_t>(op.fd)]->waiter = nullptr;
+    }
+
     /// Records an operation of direction `dir` in flight on `fd`; false if one already is.
     bool mark(int fd, interest dir) noexcept {
         if (fd < 0) return true;
@@ -344,16 +396,119 @@ private:
     }
 
     void prepare(detail::proactor_op& op) noexcept {
-        io_uring_sqe* sqe = get_sqe();
-        preparer p(sqe);
+        preparer p(*this, op);
         op.prepare(op, &p);
-        if (int e = p.injected()) {
-            // The fault hook answered for the kernel: finish the op without a syscall.
-            io_uring_sqe_set_data64(sqe, internal_tag);
-            settle(op, e);
+        // Answered without the kernel (fault hook, or an already accepted connection).
+        if (p.immediate()) settle(op, p.result());
+    }
+
+    /// A listener's multishot accept: connections accepted while nobody awaits queue
+    /// here (up to `max_queued`, then the multishot is cancelled until they are taken).
+    struct listener {
+        int fd = -1;
+        int flags = 0;
+        detail::proactor_op* waiter = nullptr;  ///< the accept operation waiting for a connection
+        std::deque<int> queued;                 ///< accepted, not yet handed out
+        bool armed = false;                     ///< the multishot request is in the kernel
+        bool closing = false;                   ///< detached: freed at its last completion
+    };
+    static constexpr std::size_t max_queued = 1024;
+    /// `user_data` tag bit of multishot accept completions (records are 8-byte aligned).
+    static constexpr std::uint64_t listener_bit = 2;
+
+    void accept_from_multishot(detail::proactor_op& op, int fd, int flags, preparer& p) noexcept {
+        listener* l = listener_for(fd);
+        if (!l) {  // no memory for the state: a plain single-shot accept still works
+            io_uring_sqe* s = get_sqe();
+            io_uring_prep_accept(s, fd, nullptr, nullptr, flags | SOCK_CLOEXEC);
+            io_uring_sqe_set_data(s, &op);
+            op.held = false;
             return;
         }
-        io_uring_sqe_set_data(sqe, &op);
+        l->flags = flags;
+        if (!l->queued.empty()) {
+            int c = l->queued.front();
+            l->queued.pop_front();
+            p.complete_now(c);
+            return;
+        }
+        l->waiter = &op;
+        op.held = true;
+        if (!l->armed) {
+            io_uring_sqe* s = get_sqe();
+            io_uring_prep_multishot_accept(s, fd, nullptr, nullptr, flags | SOCK_CLOEXEC);
+            io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(l) | listener_bit);
+            l->armed = true;
+        }
+    }
+
+    listener* listener_for(int fd) noexcept {
+        auto i = static_cast<std::size_t>(fd);
+        try {
+            if (i >= listeners_.size()) listeners_.resize(std::max<std::size_t>(i + 1, listeners_.size() * 2));
+            if (!listeners_[i]) {
+                listeners_[i] = std::make_unique<listener>();
+                listeners_[i]->fd = fd;
+            }
+        } catch (...) {
+            return nullptr;
+        }
+        return listeners_[i].get();
+    }
+
+    void on_accepted(listener& l, int res, unsigned flags) noexcept {
+        if (!(flags & IORING_CQE_F_MORE)) l.armed = false;  // the kernel ended the multishot
+        if (l.closing) {
+            if (res >= 0) sys::close(res);
+            if (!l.armed) std::erase_if(closing_, [&](const auto& p) { return p.get() == &l; });
+            return;
+        }
+        if (res == -ECANCELED && !l.armed) return;  // our own cap cancel: re-armed on demand
+        if (detail::proactor_op* w = l.waiter) {
+            l.waiter = nullptr;
+            w->held = false;
+            settle(*w, res);  // errors (EMFILE...) go to the op, which knows what to do
+            return;
+        }
+        if (res < 0) return;  // nobody asked; the next accept re-arms and sees it again
+        l.queued.push_back(res);
+        if (l.queued.size() >= max_queued && l.armed) {
+            io_uring_sqe* s = get_sqe();
+            io_uring_prep_cancel64(s, reinterpret_cast<std::uintptr_t>(&l) | listener_bit, 0);
+            io_uring_sqe_set_data64(s, internal_tag);
+        }
+    }
+
+    /// Before the listener `fd` closes: its waiter completes cancelled, queued
+    /// connections are closed, and its state lives on until the kernel's last completion.
+    void drop_listener(int fd) noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= listeners_.size() || !listeners_[static_cast<std::size_t>(fd)])
+            return;
+        std::unique_ptr<listener> l = std::move(listeners_[static_cast<std::size_t>(fd)]);
+        if (detail::proactor_op* w = l->waiter) {
+            l->waiter = nullptr;
+            w->held = false;
+            settle(*w, -ECANCELED);
+        }
+        for (int c : l->queued) sys::close(c);
+        l->queued.clear();
+        if (!l->armed) return;  // nothing in the kernel refers to it
+        l->closing = true;
+        try {
+            closing_.push_back(std::move(l));  // the cancel_fd in detach ends the multishot
+        } catch (...) {
+            // Cannot keep it: wait for the kernel to let go of it now instead.
+            listener* raw = l.get();
+            io_uring_sqe* s = get_sqe();
+            io_uring_prep_cancel64(s, reinterpret_cast<std::uintptr_t>(raw) | listener_bit, 0);
+            io_uring_sqe_set_data64(s, internal_tag);
+            while (raw->armed) {
+                flush();
+                io_uring_cqe* cqe = nullptr;
+                if (io_uring_wait_cqe(&ring_, &cqe) < 0) break;
+                reap();
+            }
+        }
     }
 
     /// Hands one result to `op`: completes it, or submits its next step.
@@ -398,7 +553,11 @@ private:
                     std::uint64_t value;
                     [[maybe_unused]] long r = sys::read(wake_fd_, &value, sizeof value);
                     if (!(c.flags & IORING_CQE_F_MORE)) arm_wake();  // the kernel ended the multishot
-                } else if (c.tag != internal_tag && c.tag != LIBURING_UDATA_TIMEOUT) {
+                } else if (c.tag == internal_tag || c.tag == LIBURING_UDATA_TIMEOUT) {
+                    // a cancel's own completion, or liburing's timeout: nothing waits for it
+                } else if (c.tag & listener_bit) {
+                    on_accepted(*reinterpret_cast<listener*>(c.tag & ~listener_bit), c.res, c.flags);
+                } else {
                     settle(*reinterpret_cast<detail::proactor_op*>(c.tag), c.res);
                 }
             }
@@ -428,7 +587,9 @@ private:
     io_uring ring_{};
     feature_set features_;
     int wake_fd_ = -1;
-    std::vector<std::uint8_t> busy_;  ///< per fd: bit 0 a read, bit 1 a write in flight
+    std::vector<std::uint8_t> busy_;                    ///< per fd: bit 0 a read, bit 1 a write in flight
+    std::vector<std::unique_ptr<listener>> listeners_;  ///< multishot accept state, per listening fd
+    std::vector<std::unique_ptr<listener>> closing_;    ///< closed listeners the kernel still refers to
 };
 
 static_assert(proactor_backend<uring>);
