@@ -19,6 +19,7 @@
 #include <poll.h>
 
 #include "backend/concepts.hpp"
+#include "buffers.hpp"
 #include "result.hpp"
 #include "sys.hpp"
 
@@ -161,6 +162,45 @@ struct wait_op {
     result<void> make(int res) const noexcept { return to_result(res); }
 };
 
+/// Receives into a buffer the backend provides; yields a `buffer_lease` (empty at EOF).
+template <class Backend>
+struct receive_op {
+    int fd;
+    Backend* backend;
+    buffer_lease lease{};
+    bool full = false;  ///< the last receive filled its buffer: more may be queued
+    static constexpr interest dir = interest::read;
+    static constexpr bool provided_buffers = true;
+    /// Reactor face: a buffer is taken only now that data may be there, and given back
+    /// at once on `EAGAIN`, so a waiting receive holds no buffer.
+    int try_now() noexcept {
+        auto b = backend->take_buffer();
+        if (b.error < 0) return b.error;  // -ENOBUFS: the backend parks us until one returns
+        long r = sys::recv(fd, b.data, b.size, 0);
+        if (r <= 0) {
+            backend->buffers()->give_back(b.id);
+            return static_cast<int>(r);
+        }
+        lease = buffer_lease(backend->buffers(), b.data, static_cast<std::size_t>(r), b.id);
+        full = static_cast<std::size_t>(r) == b.size;
+        return static_cast<int>(r);
+    }
+    bool drained(int) const noexcept { return !full; }
+    /// Proactor face: the kernel picks the buffer when data arrives.
+    template <class P>
+    void prepare(P& p) noexcept {
+        p.recv_provided(fd);
+    }
+    bool finish(int& res, unsigned flags) noexcept {
+        lease = backend->lease_from_completion(res, flags);
+        return true;
+    }
+    result<buffer_lease> make(int res) noexcept {
+        if (res < 0) return errno_code(-res);
+        return std::move(lease);
+    }
+};
+
 /// Ops whose direction is chosen at run time expose it as a member; others as a constant.
 template <class Op>
 interest direction_of(const Op& op) noexcept {
@@ -283,6 +323,9 @@ private:
             backend_->note_drained(op_.fd, detail::direction_of(op_));
             return false;
         }
+        if constexpr (requires { Op::provided_buffers; }) {
+            if (this->res == -ENOBUFS) return false;  // every buffer on loan: the backend parks us
+        }
         if (this->res >= 0 && op_.drained(this->res)) backend_->note_drained(op_.fd, detail::direction_of(op_));
         return true;
     }
@@ -291,10 +334,12 @@ private:
     static void prepare_(detail::proactor_op& base, void* preparer) noexcept {
         static_cast<io_awaiter&>(base).op_.prepare(*static_cast<typename Backend::preparer*>(preparer));
     }
-    static bool finish_(detail::proactor_op& base, int res) noexcept {
+    static bool finish_(detail::proactor_op& base, int res, unsigned flags) noexcept {
         auto& self = static_cast<io_awaiter&>(base);
         self.res = res;
-        if constexpr (requires { self.op_.finish(self.res); })
+        if constexpr (requires { self.op_.finish(self.res, flags); })
+            return self.op_.finish(self.res, flags);
+        else if constexpr (requires { self.op_.finish(self.res); })
             return self.op_.finish(self.res);
         else
             return true;

@@ -10,6 +10,7 @@
 #include "backend/uring.hpp"
 #endif
 #include "backends.hpp"
+#include "buffers.hpp"
 #include "cancel.hpp"
 #include "core.hpp"
 #include "io.hpp"

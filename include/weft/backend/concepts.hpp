@@ -71,18 +71,20 @@ struct reactor_op : op_base {
     bool (*perform)(reactor_op&) noexcept = nullptr;
     int fd = -1;
     interest dir = interest::read;
-    bool deferred = false;  ///< waiting in the backend's retry list rather than on readiness
+    bool deferred = false;     ///< waiting in the backend's retry list rather than on readiness
+    bool buffer_wait = false;  ///< waiting for a provided buffer to come back (receive)
 };
 /// A proactor operation: the backend calls `prepare` to fill a submission (through a
 /// backend-specific preparer) and `finish` with each completion's result.
 struct proactor_op : op_base {
     void (*prepare)(proactor_op&, void* preparer) noexcept = nullptr;
-    bool (*finish)(proactor_op&, int res) noexcept = nullptr;
+    bool (*finish)(proactor_op&, int res, unsigned flags) noexcept = nullptr;
     int fd = -1;
     interest dir = interest::read;
     bool cancel_requested = false;  ///< an async cancel for it is already queued
     bool abandoned = false;         ///< its frame is dying: complete silently
-    bool held = false;              ///< waiting in backend state, not in the kernel (multishot accept)
+    bool held = false;              ///< waiting in backend state, not in the kernel (accept, buffers)
+    bool uses_buffers = false;      ///< receives into the backend's provided buffers
 };
 }  // namespace detail
 

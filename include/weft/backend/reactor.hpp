@@ -27,6 +27,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -35,6 +36,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
+#include "../buffers.hpp"
 #include "../core.hpp"
 #include "../sys.hpp"
 #include "concepts.hpp"
@@ -56,14 +58,25 @@ public:
     static constexpr int socket_flags = SOCK_NONBLOCK;
     /// The operation record type parked here.
     using op_type = detail::reactor_op;
-    /// Reactors have no settings.
-    struct options {};
+    /// Settings: the pool behind `tcp_stream::receive()` (allocated on first use).
+    struct options {
+        std::uint16_t buffer_count = 256;   ///< provided buffers in the loop's pool
+        std::uint32_t buffer_size = 16384;  ///< bytes per provided buffer
+    };
+
+    /// A buffer taken from the pool for one receive (`error` < 0: none available).
+    struct taken_buffer {
+        std::byte* data = nullptr;
+        std::uint32_t size = 0;
+        std::uint16_t id = 0;
+        int error = 0;
+    };
 
     /// Whether the demultiplexer works in this process.
     static bool available() noexcept { return Demux::available(); }
 
     /// Creates the demultiplexer and the wake-up eventfd; throws `std::system_error`.
-    explicit reactor(detail::loop_core& core, options = {}) : core_(core) {
+    explicit reactor(detail::loop_core& core, options opts = {}) : core_(core), opts_(opts) {
         wake_fd_ = sys::eventfd(0);
         if (wake_fd_ < 0) throw std::system_error(-wake_fd_, std::system_category(), "eventfd");
         wake_op_.fd = wake_fd_;
@@ -139,6 +152,7 @@ public:
     /// Parks `op` until its fd is ready in `op.dir`; 0, `-EBUSY` (another operation of
     /// that direction is parked), or the demultiplexer's error (`fd_too_large` for select).
     int park(detail::reactor_op& op) noexcept {
+        if (op.res == -ENOBUFS) return wait_for_buffer(op);
         slot* s = grow(op.fd);
         if (!s) return -ENOMEM;
         std::size_t d = index(op.dir);
@@ -207,6 +221,9 @@ public:
                 s.waiter[d] = nullptr;
                 if constexpr (eager) disarm(op->fd, s, d);
                 core_.complete(*op, op->res);
+            } else if (op->res == -ENOBUFS) {
+                s.waiter[d] = nullptr;
+                if (int err = wait_for_buffer(*op); err < 0) core_.complete(*op, err);
             } else if (int err = arm(op->fd, s, d); err < 0) {
                 s.waiter[d] = nullptr;
                 core_.complete(*op, err);
@@ -220,6 +237,26 @@ public:
         std::uint64_t one = 1;
         [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
     }
+
+    /// Takes a free buffer from the loop's pool (created on first use): `-ENOBUFS` when
+    /// all are on loan, `-ENOMEM` if the pool cannot be allocated.
+    taken_buffer take_buffer() noexcept {
+        if (!pool_) {
+            try {
+                pool_ = std::make_unique<pool>(*this, opts_.buffer_count, opts_.buffer_size);
+            } catch (...) {
+                return {.error = -ENOMEM};
+            }
+        }
+        if (pool_->free.empty()) return {.error = -ENOBUFS};
+        std::uint16_t id = pool_->free.back();
+        pool_->free.pop_back();
+        return {pool_->slab.at(id), pool_->slab.size(), id, 0};
+    }
+    /// Where leases of this backend's buffers go back to.
+    detail::buffer_source* buffers() noexcept { return pool_.get(); }
+    /// Buffers of the pool not on loan (diagnostics and tests).
+    std::size_t free_buffers() const noexcept { return pool_ ? pool_->free.size() : opts_.buffer_count; }
 
     /// Number of fds currently attached (diagnostics and tests).
     std::size_t attached_count() const noexcept {
@@ -291,8 +328,47 @@ private:
             s.waiter[d] = nullptr;
             if constexpr (eager) disarm(fd, s, d);
             core_.complete(*op, op->res);
+        } else if (op->res == -ENOBUFS) {
+            s.waiter[d] = nullptr;  // readable, but every buffer is on loan
+            (void)wait_for_buffer(*op);
         }
     }
+
+    /// A receive found every pooled buffer on loan: it waits for one to come back (not
+    /// for readiness, which is already there).
+    int wait_for_buffer(detail::reactor_op& op) noexcept {
+        try {
+            pool_->waiters.push_back(&op);
+        } catch (...) {
+            return -ENOMEM;
+        }
+        op.buffer_wait = true;
+        op.state = detail::op_state::parked;
+        return 0;
+    }
+
+    /// The provided-buffer pool: one slab, a free list, and the receives waiting for it.
+    struct pool final : detail::buffer_source {
+        pool(reactor& r, std::uint16_t count, std::uint32_t size) : owner(r), slab(count, size) {
+            free.reserve(count);
+            for (std::uint16_t i = count; i > 0; --i) free.push_back(static_cast<std::uint16_t>(i - 1));
+        }
+        void give_back(std::uint16_t id) noexcept override {
+            free.push_back(id);  // never reallocates: reserved for every buffer
+            while (!waiters.empty()) {
+                detail::reactor_op* op = waiters.front();
+                waiters.erase(waiters.begin());
+                if (!op) continue;  // cancelled while waiting
+                op->buffer_wait = false;
+                owner.defer(*op);  // retried on the next iteration, with a buffer to take
+                break;
+            }
+        }
+        reactor& owner;
+        detail::buffer_slab slab;
+        std::vector<std::uint16_t> free;
+        std::vector<detail::reactor_op*> waiters;
+    };
 
     void unlink(detail::reactor_op& op) noexcept {
         if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < slots_.size()) {
@@ -303,6 +379,11 @@ private:
             for (auto& p : deferred_)
                 if (p == &op) p = nullptr;
             op.deferred = false;
+        }
+        if (op.buffer_wait) {
+            for (auto& p : pool_->waiters)
+                if (p == &op) p = nullptr;
+            op.buffer_wait = false;
         }
     }
 
@@ -319,6 +400,8 @@ private:
     std::vector<detail::reactor_op*> retrying_;
     int wake_fd_ = -1;
     detail::reactor_op wake_op_;
+    options opts_;
+    std::unique_ptr<pool> pool_;  ///< provided buffers for receive(), created on first use
 };
 
 }  // namespace weft::backend

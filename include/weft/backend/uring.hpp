@@ -38,7 +38,9 @@
 #include <vector>
 
 #include <poll.h>
+#include <sys/mman.h>
 
+#include "../buffers.hpp"
 #include "../core.hpp"
 #include "../result.hpp"
 #include "../sys.hpp"
@@ -61,10 +63,12 @@ public:
 
     /// Settings of the ring. Every feature falls back when the kernel lacks it.
     struct options {
-        unsigned queue_depth = 256;    ///< submission queue entries (completion queue: twice that)
-        bool defer_taskrun = true;     ///< `SINGLE_ISSUER | DEFER_TASKRUN`: completions run only when we ask
-        bool coop_taskrun = true;      ///< `COOP_TASKRUN`, the fallback when DEFER_TASKRUN is refused
-        bool register_ring_fd = true;  ///< `io_uring_register_ring_fd`: cheaper `io_uring_enter`
+        unsigned queue_depth = 256;         ///< submission queue entries (completion queue: twice that)
+        bool defer_taskrun = true;          ///< `SINGLE_ISSUER | DEFER_TASKRUN`: completions run only when we ask
+        bool coop_taskrun = true;           ///< `COOP_TASKRUN`, the fallback when DEFER_TASKRUN is refused
+        bool register_ring_fd = true;       ///< `io_uring_register_ring_fd`: cheaper `io_uring_enter`
+        std::uint16_t buffer_count = 256;   ///< provided buffers for `receive()` (a power of two)
+        std::uint32_t buffer_size = 16384;  ///< bytes per provided buffer
     };
 
     /// What the ring in use actually got (for reports and tests).
@@ -93,7 +97,7 @@ public:
 
     /// Creates the ring; throws `std::system_error` whose message names the cause and
     /// suggests the `epoll_et` backend.
-    uring(detail::loop_core& core, options opts) : core_(core) {
+    uring(detail::loop_core& core, options opts) : core_(core), opts_(opts) {
         int err = setup(opts);
         if (err < 0) throw std::system_error(-err, std::system_category(), describe_setup_error(-err, opts));
         wake_fd_ = sys::eventfd(0);
@@ -109,6 +113,7 @@ public:
     /// `forget`); the kernel cancels what is left (the wake-up poll) at exit.
     ~uring() {
         io_uring_queue_exit(&ring_);
+        if (buffers_) ::munmap(buffers_->memory, buffers_->memory_size);
         sys::close(wake_fd_);
         for (auto& l : listeners_)
             if (l)
@@ -127,6 +132,22 @@ public:
             return 0;
         return listeners_[static_cast<std::size_t>(fd)]->queued.size();
     }
+
+    /// The lease for a receive's completion: the buffer the kernel picked (given back at
+    /// once if it carries no data).
+    buffer_lease lease_from_completion(int res, unsigned flags) noexcept {
+        if (!(flags & IORING_CQE_F_BUFFER) || !buffers_) return {};
+        auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+        if (res <= 0) {
+            buffers_->give_back(id);
+            return {};
+        }
+        return buffer_lease(buffers_.get(), buffers_->slab.at(id), static_cast<std::size_t>(res), id);
+    }
+    /// Where leases of this backend's buffers go back to.
+    detail::buffer_source* buffers() noexcept { return buffers_.get(); }
+    /// Provided buffers not on loan (diagnostics and tests).
+    std::size_t free_buffers() const noexcept { return buffers_ ? buffers_->available : opts_.buffer_count; }
 
     /// Nothing to register: io_uring needs no per-socket setup.
     int attach(int) noexcept { return 0; }
@@ -259,6 +280,17 @@ public:
             std::size_t none = 0;
             if (!inject(sys::call::connect, fd, none)) io_uring_prep_connect(sqe(), fd, addr, len);
         }
+        /// `recv(2)` into a buffer the kernel picks from the provided-buffer ring.
+        void recv_provided(int fd) noexcept {
+            std::size_t len = ring_.opts_.buffer_size;
+            if (inject(sys::call::recv, fd, len)) return;
+            if (int err = ring_.ensure_buffers(); err < 0) return complete_now(err);
+            io_uring_sqe* s = sqe();
+            io_uring_prep_recv(s, fd, nullptr, len, 0);
+            s->flags |= IOSQE_BUFFER_SELECT;
+            s->buf_group = buffer_group;
+            op_.uses_buffers = true;
+        }
         /// One-shot poll for `events`.
         void poll(int fd, unsigned events) noexcept { io_uring_prep_poll_add(sqe(), fd, events); }
         /// Nothing to do: completes with 0.
@@ -296,6 +328,70 @@ public:
     };
 
 private:
+    static constexpr std::uint16_t buffer_group = 0;
+
+    /// The provided-buffer ring: buffers the kernel picks from as data arrives.
+    struct buffer_ring final : detail::buffer_source {
+        buffer_ring(uring& r, std::uint16_t count, std::uint32_t size) : owner(r), slab(count, size) {}
+        void give_back(std::uint16_t id) noexcept override {
+            io_uring_buf_ring_add(ring, slab.at(id), slab.size(), id, io_uring_buf_ring_mask(slab.count()), 0);
+            io_uring_buf_ring_advance(ring, 1);
+            ++available;
+            owner.buffer_returned();
+        }
+        uring& owner;
+        detail::buffer_slab slab;
+        io_uring_buf_ring* ring = nullptr;
+        void* memory = nullptr;
+        std::size_t memory_size = 0;
+        std::size_t available = 0;
+    };
+
+    /// Registers the buffer ring on first use; 0 or -errno (`-EINVAL` for a buffer count
+    /// that is not a power of two; older kernels without buffer rings fail here).
+    int ensure_buffers() noexcept {
+        if (buffers_) return 0;
+        const std::uint16_t count = opts_.buffer_count;
+        if (count == 0 || (count & (count - 1)) != 0) return -EINVAL;
+        std::unique_ptr<buffer_ring> b;
+        try {
+            b = std::make_unique<buffer_ring>(*this, count, opts_.buffer_size);
+        } catch (...) {
+            return -ENOMEM;
+        }
+        b->memory_size = std::size_t{count} * sizeof(io_uring_buf);
+        b->memory = ::mmap(nullptr, b->memory_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        if (b->memory == MAP_FAILED) return -ENOMEM;
+        b->ring = static_cast<io_uring_buf_ring*>(b->memory);
+        io_uring_buf_ring_init(b->ring);
+        io_uring_buf_reg reg{};
+        reg.ring_addr = reinterpret_cast<std::uintptr_t>(b->memory);
+        reg.ring_entries = count;
+        reg.bgid = buffer_group;
+        if (int err = io_uring_register_buf_ring(&ring_, &reg, 0); err < 0) {
+            ::munmap(b->memory, b->memory_size);
+            return err;
+        }
+        for (std::uint16_t i = 0; i < count; ++i)
+            io_uring_buf_ring_add(b->ring, b->slab.at(i), b->slab.size(), i, io_uring_buf_ring_mask(count), i);
+        io_uring_buf_ring_advance(b->ring, count);
+        b->available = count;
+        buffers_ = std::move(b);
+        return 0;
+    }
+
+    /// A buffer came back: one receive that found the ring empty is submitted again.
+    void buffer_returned() noexcept {
+        while (!buffer_waiters_.empty()) {
+            detail::proactor_op* op = buffer_waiters_.front();
+            buffer_waiters_.pop_front();
+            if (!op) continue;
+            op->held = false;
+            prepare(*op);
+            break;
+        }
+    }
+
     /// `user_data` of SQEs whose completions nobody awaits (cancels, the wake-up poll).
     static constexpr std::uint64_t internal_tag = 0;
     static constexpr std::uint64_t wake_tag = 1;
@@ -360,6 +456,8 @@ private:
     /// Unlinks an accept waiting on its listener's multishot accept.
     void release_held(detail::proactor_op& op) noexcept {
         op.held = false;
+        for (auto& w : buffer_waiters_)
+            if (w == &op) w = nullptr;
         if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < listeners_.size() &&
             listeners_[static_cast<std::size_t>(op.fd)] && listeners_[static_cast<std::size_t>(op.fd)]->waiter == &op)
             listeners_[static_cast<std::size_t>(op.fd)]->waiter = nullptr;
@@ -512,8 +610,20 @@ private:
     }
 
     /// Hands one result to `op`: completes it, or submits its next step.
-    void settle(detail::proactor_op& op, int res) noexcept {
-        bool done = op.abandoned || op.finish(op, res);
+    void settle(detail::proactor_op& op, int res, unsigned flags = 0) noexcept {
+        if ((flags & IORING_CQE_F_BUFFER) && buffers_) --buffers_->available;
+        if (res == -ENOBUFS && op.uses_buffers && !op.abandoned && !op.cancel_requested) {
+            // The ring is empty: wait for a lease to come back, then submit again.
+            try {
+                buffer_waiters_.push_back(&op);
+                op.held = true;
+                return;
+            } catch (...) {
+            }
+        }
+        if (op.abandoned && (flags & IORING_CQE_F_BUFFER) && buffers_)  // nobody will lease it
+            buffers_->give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
+        bool done = op.abandoned || op.finish(op, res, flags);
         if (!done && !op.cancel_requested) {
             prepare(op);  // partial progress (write_all, read_exact...): submit the rest
             return;
@@ -558,7 +668,7 @@ private:
                 } else if (c.tag & listener_bit) {
                     on_accepted(*reinterpret_cast<listener*>(c.tag & ~listener_bit), c.res, c.flags);
                 } else {
-                    settle(*reinterpret_cast<detail::proactor_op*>(c.tag), c.res);
+                    settle(*reinterpret_cast<detail::proactor_op*>(c.tag), c.res, c.flags);
                 }
             }
         }
@@ -590,6 +700,9 @@ private:
     std::vector<std::uint8_t> busy_;                    ///< per fd: bit 0 a read, bit 1 a write in flight
     std::vector<std::unique_ptr<listener>> listeners_;  ///< multishot accept state, per listening fd
     std::vector<std::unique_ptr<listener>> closing_;    ///< closed listeners the kernel still refers to
+    options opts_;
+    std::unique_ptr<buffer_ring> buffers_;             ///< provided buffers, registered on first receive()
+    std::deque<detail::proactor_op*> buffer_waiters_;  ///< receives that found the ring empty
 };
 
 static_assert(proactor_backend<uring>);

@@ -218,6 +218,12 @@ public:
     auto write_all(B&& buf) noexcept {
         return io_awaiter<Backend, detail::write_all_op>(backend_, {fd_, as_bytes(buf)});
     }
+    /// Receives into a buffer the loop provides and yields it as a `buffer_lease` (empty
+    /// at EOF). Until data arrives no buffer is held, so an idle connection costs no
+    /// read buffer; on io_uring the kernel picks it from a registered buffer ring. While
+    /// every buffer is on loan the receive waits for one to come back. A lease must not
+    /// outlive its loop.
+    auto receive() noexcept { return io_awaiter<Backend, detail::receive_op<Backend>>(backend_, {fd_, backend_}); }
     /// Waits until the socket is readable (data, EOF or error), reading nothing.
     auto wait_readable() noexcept { return io_awaiter<Backend, detail::wait_op>(backend_, {fd_, interest::read}); }
     /// Waits until the socket is writable.
