@@ -451,3 +451,45 @@ TEMPLATE_TEST_CASE("1,000 connections arriving in a burst are all accepted", "[t
         60000ms);
     REQUIRE(std::count(seen.begin(), seen.end(), 1) == clients);
 }
+
+TEMPLATE_TEST_CASE("vectored writes and reads keep every byte in order", "[tcp][vectored]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto p = co_await make_pair(loop);
+        const int small = 4096;
+        REQUIRE(::setsockopt(p.client.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+        // A header, a 1 MiB body and 2,048 one-byte entries (more than IOV_MAX).
+        std::string header = "HEADER";
+        auto body = pattern(1 << 20, 21);
+        std::string tail(2048, 'x');
+        for (std::size_t i = 0; i < tail.size(); ++i) tail[i] = static_cast<char>('a' + i % 26);
+        std::vector<iovec> iov{{header.data(), header.size()}, {body.data(), body.size()}};
+        for (char& c : tail) iov.push_back({&c, 1});
+        const std::size_t total = header.size() + body.size() + tail.size();
+        auto writer = [&]() -> weft::task<void> {
+            auto w = co_await p.client.write_all(std::span(iov));
+            REQUIRE(w);
+            REQUIRE(*w == total);
+            REQUIRE(p.client.shutdown());
+        };
+        auto reader = [&]() -> weft::task<std::string> {
+            std::string got;
+            std::array<char, 7> a;
+            std::array<char, 4093> b;
+            for (;;) {
+                iovec parts[2] = {{a.data(), a.size()}, {b.data(), b.size()}};
+                auto n = co_await p.server.read_some(std::span(parts));
+                REQUIRE(n);
+                if (*n == 0) break;
+                std::size_t first = std::min(*n, a.size());
+                got.append(a.data(), first);
+                got.append(b.data(), *n - first);
+            }
+            co_return got;
+        };
+        auto [none, got] = co_await weft::when_all(writer(), reader());
+        REQUIRE(got.size() == total);
+        REQUIRE(got == header + std::string(body.begin(), body.end()) + tail);
+    }());
+}

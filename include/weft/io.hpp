@@ -17,6 +17,9 @@
 #include <type_traits>
 
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <climits>
 
 #include "backend/concepts.hpp"
 #include "buffers.hpp"
@@ -160,6 +163,114 @@ struct wait_op {
     }
     bool drained(int) const noexcept { return false; }
     result<void> make(int res) const noexcept { return to_result(res); }
+};
+
+/// Skips `n` bytes at the front of `iov` (the progress of a vectored operation): whole
+/// entries are dropped, a partly done entry is shortened in place.
+inline std::span<iovec> advance(std::span<iovec> iov, std::size_t n) noexcept {
+    while (!iov.empty() && n >= iov.front().iov_len) {
+        n -= iov.front().iov_len;
+        iov = iov.subspan(1);
+    }
+    if (!iov.empty() && n > 0) {
+        iov.front().iov_base = static_cast<char*>(iov.front().iov_base) + n;
+        iov.front().iov_len -= n;
+    }
+    return iov;
+}
+
+/// A `msghdr` over (at most `IOV_MAX` entries of) `iov`; longer arrays finish in
+/// further calls, so any number of entries works.
+inline msghdr message_of(std::span<iovec> iov) noexcept {
+    msghdr m{};
+    m.msg_iov = iov.data();
+    m.msg_iovlen = iov.size() < IOV_MAX ? iov.size() : IOV_MAX;
+    return m;
+}
+
+inline std::size_t total_of(std::span<const iovec> iov) noexcept {
+    std::size_t n = 0;
+    for (const iovec& v : iov) n += v.iov_len;
+    return n;
+}
+
+/// Vectored `recv` (scatter): bytes read into the entries in order, 0 at EOF.
+struct readv_op {
+    int fd;
+    std::span<iovec> iov;
+    msghdr msg{};
+    static constexpr interest dir = interest::read;
+    int try_now() noexcept {
+        msg = message_of(iov);
+        return static_cast<int>(sys::recvmsg(fd, &msg, 0));
+    }
+    template <class P>
+    void prepare(P& p) noexcept {
+        msg = message_of(iov);
+        p.recvmsg(fd, &msg);
+    }
+    bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < total_of(iov); }
+    result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
+};
+
+/// Vectored `send` (gather) of some of the entries: bytes written.
+struct writev_op {
+    int fd;
+    std::span<iovec> iov;
+    msghdr msg{};
+    static constexpr interest dir = interest::write;
+    int try_now() noexcept {
+        msg = message_of(iov);
+        return static_cast<int>(sys::sendmsg(fd, &msg, 0));
+    }
+    template <class P>
+    void prepare(P& p) noexcept {
+        msg = message_of(iov);
+        p.sendmsg(fd, &msg);
+    }
+    bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < total_of(iov); }
+    result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
+};
+
+/// Vectored write of every entry, looping over partial writes (the entries are
+/// advanced in place); yields the total.
+struct writev_all_op {
+    int fd;
+    std::span<iovec> iov;
+    msghdr msg{};
+    std::size_t done = 0;
+    static constexpr interest dir = interest::write;
+    int try_now() noexcept {
+        while (!iov.empty()) {
+            msg = message_of(iov);
+            long r = sys::sendmsg(fd, &msg, 0);
+            if (r < 0) return static_cast<int>(r);
+            done += static_cast<std::size_t>(r);
+            iov = advance(iov, static_cast<std::size_t>(r));
+        }
+        return 0;
+    }
+    template <class P>
+    void prepare(P& p) noexcept {
+        msg = message_of(iov);
+        if (iov.empty())
+            p.nop();
+        else
+            p.sendmsg(fd, &msg);
+    }
+    bool finish(int& res) noexcept {
+        if (res < 0) return true;
+        done += static_cast<std::size_t>(res);
+        iov = advance(iov, static_cast<std::size_t>(res));
+        if (!iov.empty()) return false;
+        res = 0;
+        return true;
+    }
+    bool drained(int) const noexcept { return false; }
+    result<std::size_t> make(int res) const noexcept {
+        if (res < 0) return to_result<std::size_t>(res);
+        return done;
+    }
 };
 
 /// Receives into a buffer the backend provides; yields a `buffer_lease` (empty at EOF).

@@ -82,6 +82,27 @@ inline long send(int fd, const void* buf, std::size_t len, int flags) noexcept {
     }
 }
 
+/// `sendmsg(2)` with `MSG_NOSIGNAL` always set: bytes written or -errno; `EINTR` retried.
+/// (Vectored writes use it instead of `writev(2)`, which cannot suppress SIGPIPE.)
+inline long sendmsg(int fd, const msghdr* msg, int flags) noexcept {
+    for (;;) {
+        std::size_t len = 0;
+        long r = detail::inject(call::send, fd, len);
+        if (r == 0) r = detail::check(::sendmsg(fd, msg, flags | MSG_NOSIGNAL));
+        if (r != -EINTR) return r;
+    }
+}
+
+/// `recvmsg(2)`: bytes read (0 = EOF) or -errno; `EINTR` retried.
+inline long recvmsg(int fd, msghdr* msg, int flags) noexcept {
+    for (;;) {
+        std::size_t len = 0;
+        long r = detail::inject(call::recv, fd, len);
+        if (r == 0) r = detail::check(::recvmsg(fd, msg, flags));
+        if (r != -EINTR) return r;
+    }
+}
+
 /// `accept4(2)`, the new fd always `CLOEXEC` (plus `flags`); returns the fd or -errno.
 inline int accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags) noexcept {
     for (;;) {

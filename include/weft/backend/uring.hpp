@@ -291,6 +291,16 @@ public:
             s->buf_group = buffer_group;
             op_.uses_buffers = true;
         }
+        /// `recvmsg(2)` (vectored receive); `msg` lives in the operation until it completes.
+        void recvmsg(int fd, msghdr* msg) noexcept {
+            std::size_t len = 0;
+            if (!inject(sys::call::recv, fd, len)) io_uring_prep_recvmsg(sqe(), fd, msg, 0);
+        }
+        /// `sendmsg(2)` with `MSG_NOSIGNAL` (vectored send).
+        void sendmsg(int fd, const msghdr* msg) noexcept {
+            std::size_t len = 0;
+            if (!inject(sys::call::send, fd, len)) io_uring_prep_sendmsg(sqe(), fd, msg, MSG_NOSIGNAL);
+        }
         /// One-shot poll for `events`.
         void poll(int fd, unsigned events) noexcept { io_uring_prep_poll_add(sqe(), fd, events); }
         /// Nothing to do: completes with 0.

@@ -224,6 +224,21 @@ public:
     /// every buffer is on loan the receive waits for one to come back. A lease must not
     /// outlive its loop.
     auto receive() noexcept { return io_awaiter<Backend, detail::receive_op<Backend>>(backend_, {fd_, backend_}); }
+    /// Vectored read (scatter) into the entries of `iov`, in order: bytes read, 0 at EOF.
+    /// The entries and the memory they name must stay alive until the read completes.
+    auto read_some(std::span<iovec> iov) noexcept {
+        return io_awaiter<Backend, detail::readv_op>(backend_, {fd_, iov});
+    }
+    /// Vectored write (gather) of some of the entries of `iov`: bytes written.
+    auto write_some(std::span<iovec> iov) noexcept {
+        return io_awaiter<Backend, detail::writev_op>(backend_, {fd_, iov});
+    }
+    /// Vectored write of every entry of `iov` (a header and a body, say), looping over
+    /// partial writes; any number of entries (more than `IOV_MAX` is fine). The entries
+    /// are advanced in place as bytes go out. Yields the total written.
+    auto write_all(std::span<iovec> iov) noexcept {
+        return io_awaiter<Backend, detail::writev_all_op>(backend_, {fd_, iov});
+    }
     /// Waits until the socket is readable (data, EOF or error), reading nothing.
     auto wait_readable() noexcept { return io_awaiter<Backend, detail::wait_op>(backend_, {fd_, interest::read}); }
     /// Waits until the socket is writable.
