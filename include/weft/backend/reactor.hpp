@@ -66,10 +66,10 @@ public:
 
     /// A buffer taken from the pool for one receive (`error` < 0: none available).
     struct taken_buffer {
-        std::byte* data = nullptr;
-        std::uint32_t size = 0;
-        std::uint16_t id = 0;
-        int error = 0;
+        std::byte* data = nullptr;  ///< start of the buffer
+        std::uint32_t size = 0;     ///< its capacity
+        std::uint16_t id = 0;       ///< its index in the pool
+        int error = 0;              ///< 0, or -ENOBUFS / -ENOMEM
     };
 
     /// Whether the demultiplexer works in this process.
