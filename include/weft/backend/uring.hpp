@@ -301,6 +301,10 @@ public:
             std::size_t len = 0;
             if (!inject(sys::call::send, fd, len)) io_uring_prep_sendmsg(sqe(), fd, msg, MSG_NOSIGNAL);
         }
+        /// A kernel timer (`IORING_OP_TIMEOUT`) that completes with `-ETIME` after `*ts`;
+        /// `ts` must live until the completion. weft's own timers use the loop's heap
+        /// instead (cheaper: `benchmarks/timer_cost.cpp` measures both).
+        void timeout(__kernel_timespec* ts) noexcept { io_uring_prep_timeout(sqe(), ts, 0, 0); }
         /// One-shot poll for `events`.
         void poll(int fd, unsigned events) noexcept { io_uring_prep_poll_add(sqe(), fd, events); }
         /// Nothing to do: completes with 0.
