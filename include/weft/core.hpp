@@ -4,6 +4,7 @@
 /// record, the ready queue, the timer heap, and the environment a task inherits.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cassert>
 #include <cerrno>
@@ -161,6 +162,22 @@ private:
     std::vector<timer_op*> heap_;
     std::uint64_t next_seq_ = 0;
 };
+
+/// The entry for `fd` in a table indexed by fd number, growing the table (at least
+/// doubling) as needed; null for a negative fd or when memory runs out.
+template <class T>
+T* fd_entry(std::vector<T>& table, int fd) noexcept {
+    if (fd < 0) return nullptr;
+    auto i = static_cast<std::size_t>(fd);
+    if (i >= table.size()) {
+        try {
+            table.resize(std::max<std::size_t>(i + 1, table.size() * 2));
+        } catch (...) {
+            return nullptr;
+        }
+    }
+    return &table[i];
+}
 
 /// A spawned task's frame as its loop tracks it: the loop destroys the frames still
 /// linked when it dies.

@@ -194,43 +194,36 @@ inline std::size_t total_of(std::span<const iovec> iov) noexcept {
     return n;
 }
 
-/// Vectored `recv` (scatter): bytes read into the entries in order, 0 at EOF.
-struct readv_op {
+/// One vectored `recvmsg` (scatter, `Dir` read: bytes read, 0 at EOF) or `sendmsg`
+/// (gather, `Dir` write: bytes written, possibly fewer than asked).
+template <interest Dir>
+struct message_op {
     int fd;
     std::span<iovec> iov;
     msghdr msg{};
-    static constexpr interest dir = interest::read;
+    static constexpr interest dir = Dir;
     int try_now() noexcept {
         msg = message_of(iov);
-        return static_cast<int>(sys::recvmsg(fd, &msg, 0));
+        if constexpr (Dir == interest::read)
+            return static_cast<int>(sys::recvmsg(fd, &msg, 0));
+        else
+            return static_cast<int>(sys::sendmsg(fd, &msg, 0));
     }
     template <class P>
     void prepare(P& p) noexcept {
         msg = message_of(iov);
-        p.recvmsg(fd, &msg);
+        if constexpr (Dir == interest::read)
+            p.recvmsg(fd, &msg);
+        else
+            p.sendmsg(fd, &msg);
     }
     bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < total_of(iov); }
     result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
 };
-
-/// Vectored `send` (gather) of some of the entries: bytes written.
-struct writev_op {
-    int fd;
-    std::span<iovec> iov;
-    msghdr msg{};
-    static constexpr interest dir = interest::write;
-    int try_now() noexcept {
-        msg = message_of(iov);
-        return static_cast<int>(sys::sendmsg(fd, &msg, 0));
-    }
-    template <class P>
-    void prepare(P& p) noexcept {
-        msg = message_of(iov);
-        p.sendmsg(fd, &msg);
-    }
-    bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < total_of(iov); }
-    result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
-};
+/// Vectored read of what is available.
+using readv_op = message_op<interest::read>;
+/// Vectored write of what the socket takes now.
+using writev_op = message_op<interest::write>;
 
 /// Vectored write of every entry, looping over partial writes (the entries are
 /// advanced in place); yields the total.

@@ -276,18 +276,7 @@ private:
 
     static std::size_t index(interest dir) noexcept { return static_cast<std::size_t>(dir); }
 
-    slot* grow(int fd) noexcept {
-        if (fd < 0) return nullptr;
-        auto i = static_cast<std::size_t>(fd);
-        if (i >= slots_.size()) {
-            try {
-                slots_.resize(std::max<std::size_t>(i + 1, slots_.size() * 2));
-            } catch (...) {
-                return nullptr;
-            }
-        }
-        return &slots_[i];
-    }
+    slot* grow(int fd) noexcept { return detail::fd_entry(slots_, fd); }
 
     /// Level-triggered: make sure the demux watches direction `d` of `fd`.
     int arm(int fd, slot& s, std::size_t d) noexcept {

@@ -128,9 +128,8 @@ public:
     /// Connections the multishot accept of listener `fd` has accepted and nobody has
     /// taken yet (diagnostics and tests).
     std::size_t queued_connections(int fd) const noexcept {
-        if (fd < 0 || static_cast<std::size_t>(fd) >= listeners_.size() || !listeners_[static_cast<std::size_t>(fd)])
-            return 0;
-        return listeners_[static_cast<std::size_t>(fd)]->queued.size();
+        const listener* l = find_listener(fd);
+        return l ? l->queued.size() : 0;
     }
 
     /// The lease for a receive's completion: the buffer the kernel picked (given back at
@@ -157,8 +156,8 @@ public:
     /// and no completion can land on a later socket that reuses the fd number). The
     /// operations complete with `-ECANCELED` (or their real result) as usual.
     void detach(int fd) noexcept {
-        bool multishot = fd >= 0 && static_cast<std::size_t>(fd) < listeners_.size() &&
-                         listeners_[static_cast<std::size_t>(fd)] && listeners_[static_cast<std::size_t>(fd)]->armed;
+        const listener* l = find_listener(fd);
+        bool multishot = l && l->armed;
         drop_listener(fd);
         bool busy = fd >= 0 && static_cast<std::size_t>(fd) < busy_.size() && busy_[static_cast<std::size_t>(fd)] != 0;
         if (!busy && !multishot) return;
@@ -472,25 +471,17 @@ private:
         op.held = false;
         for (auto& w : buffer_waiters_)
             if (w == &op) w = nullptr;
-        if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < listeners_.size() &&
-            listeners_[static_cast<std::size_t>(op.fd)] && listeners_[static_cast<std::size_t>(op.fd)]->waiter == &op)
-            listeners_[static_cast<std::size_t>(op.fd)]->waiter = nullptr;
+        if (listener* l = find_listener(op.fd); l && l->waiter == &op) l->waiter = nullptr;
     }
 
     /// Records an operation of direction `dir` in flight on `fd`; false if one already is.
     bool mark(int fd, interest dir) noexcept {
         if (fd < 0) return true;
-        auto i = static_cast<std::size_t>(fd);
-        if (i >= busy_.size()) {
-            try {
-                busy_.resize(std::max<std::size_t>(i + 1, busy_.size() * 2));
-            } catch (...) {
-                return true;  // only costs the EBUSY check and a needless cancel in detach
-            }
-        }
+        std::uint8_t* busy = detail::fd_entry(busy_, fd);
+        if (!busy) return true;  // no memory: only costs the EBUSY check and a needless cancel in detach
         auto bit = static_cast<std::uint8_t>(1u << static_cast<unsigned>(dir));
-        if (busy_[i] & bit) return false;
-        busy_[i] |= bit;
+        if (*busy & bit) return false;
+        *busy |= bit;
         return true;
     }
     void unmark(int fd, interest dir) noexcept {
@@ -528,6 +519,12 @@ private:
     /// `user_data` tag bit of multishot accept completions (records are 8-byte aligned).
     static constexpr std::uint64_t listener_bit = 2;
 
+    /// The multishot accept state of listener `fd`, if it has one.
+    listener* find_listener(int fd) const noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= listeners_.size()) return nullptr;
+        return listeners_[static_cast<std::size_t>(fd)].get();
+    }
+
     void accept_from_multishot(detail::proactor_op& op, int fd, int flags, preparer& p) noexcept {
         listener* l = listener_for(fd);
         if (!l) {  // no memory for the state: a plain single-shot accept still works
@@ -555,17 +552,17 @@ private:
     }
 
     listener* listener_for(int fd) noexcept {
-        auto i = static_cast<std::size_t>(fd);
-        try {
-            if (i >= listeners_.size()) listeners_.resize(std::max<std::size_t>(i + 1, listeners_.size() * 2));
-            if (!listeners_[i]) {
-                listeners_[i] = std::make_unique<listener>();
-                listeners_[i]->fd = fd;
+        std::unique_ptr<listener>* entry = detail::fd_entry(listeners_, fd);
+        if (!entry) return nullptr;
+        if (!*entry) {
+            try {
+                *entry = std::make_unique<listener>();
+            } catch (...) {
+                return nullptr;
             }
-        } catch (...) {
-            return nullptr;
+            (*entry)->fd = fd;
         }
-        return listeners_[i].get();
+        return entry->get();
     }
 
     void on_accepted(listener& l, int res, unsigned flags) noexcept {
@@ -594,8 +591,7 @@ private:
     /// Before the listener `fd` closes: its waiter completes cancelled, queued
     /// connections are closed, and its state lives on until the kernel's last completion.
     void drop_listener(int fd) noexcept {
-        if (fd < 0 || static_cast<std::size_t>(fd) >= listeners_.size() || !listeners_[static_cast<std::size_t>(fd)])
-            return;
+        if (!find_listener(fd)) return;
         std::unique_ptr<listener> l = std::move(listeners_[static_cast<std::size_t>(fd)]);
         if (detail::proactor_op* w = l->waiter) {
             l->waiter = nullptr;
