@@ -9,6 +9,7 @@
 #include <string>
 
 #include "args.hpp"
+#include "backend_main.hpp"
 
 namespace {
 
@@ -51,27 +52,11 @@ int main(int argc, char** argv) {
         return args.get("--help") ? 0 : 2;
     }
     std::uint16_t port = example::port_or_exit(args.get("--port").value_or("8800"));
-    std::string host = args.get("--host").value_or("127.0.0.1");
-    auto server = host.find(':') != std::string::npos ? weft::endpoint::v6(host, port) : weft::endpoint::v4(host, port);
-    if (!server) {
-        std::fprintf(stderr, "error: --host '%s': %s\n", host.c_str(), server.error().message().c_str());
-        return 2;
-    }
+    auto server = example::endpoint_or_exit(args.get("--host").value_or("127.0.0.1"), port);
     auto timeout = std::chrono::milliseconds(
         example::number_or_exit("--timeout-ms", args.get("--timeout-ms").value_or("5000"), 1, 86'400'000));
-    std::string name = args.get("--backend").value_or("epoll_et");
-    int rc = 2;
-    try {
-        if (!weft::with_backend(name, [&]<class B>() {
-                weft::loop<B> loop;
-                rc = loop.run(talk(loop, *server, args.positional, timeout));
-            })) {
-            std::fprintf(stderr, "error: unknown backend '%s' (choose from: %s)\n", name.c_str(),
-                         weft::all_backends::names().c_str());
-        }
-    } catch (const std::system_error& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return e.code() == weft::errc::backend_unavailable ? 3 : 1;
-    }
-    return rc;
+    return example::run_on_backend(args.get("--backend").value_or("epoll_et"), [&]<class B>() {
+        weft::loop<B> loop;
+        return loop.run(talk(loop, server, args.positional, timeout));
+    });
 }

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "args.hpp"
+#include "backend_main.hpp"
 
 namespace {
 
@@ -77,24 +78,7 @@ int main(int argc, char** argv) {
         return 0;
     }
     std::uint16_t port = example::port_or_exit(args.get("--port").value_or("8800"));
-    std::string host = args.get("--host").value_or("127.0.0.1");
-    auto where = host.find(':') != std::string::npos ? weft::endpoint::v6(host, port) : weft::endpoint::v4(host, port);
-    if (!where) {
-        std::fprintf(stderr, "error: --host '%s': %s\n", host.c_str(), where.error().message().c_str());
-        return 2;
-    }
-    std::string name = args.get("--backend").value_or("epoll_et");
-    int rc = 0;
-    try {
-        if (!weft::with_backend(name, [&]<class B>() { rc = run<B>(*where); })) {
-            std::fprintf(stderr, "error: unknown backend '%s' (choose from: %s)\n", name.c_str(),
-                         weft::all_backends::names().c_str());
-            return 2;
-        }
-    } catch (const std::system_error& e) {
-        // The backend could not start here (io_uring disabled, for instance).
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return e.code() == weft::errc::backend_unavailable ? 3 : 1;
-    }
-    return rc;
+    auto where = example::endpoint_or_exit(args.get("--host").value_or("127.0.0.1"), port);
+    return example::run_on_backend(args.get("--backend").value_or("epoll_et"),
+                                   [&]<class B>() { return run<B>(where); });
 }

@@ -1,0 +1,44 @@
+// What the example programs' main() functions share beyond argument parsing: turning
+// --host/--port into an endpoint, and running the program on the backend named by
+// --backend with the same exit statuses everywhere.
+#pragma once
+
+#include <weft/weft.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <system_error>
+
+namespace example {
+
+/// `host` ("127.0.0.1", "::1") and `port` as an endpoint, or exit 2 naming the problem.
+inline weft::endpoint endpoint_or_exit(const std::string& host, std::uint16_t port) {
+    auto ep = host.find(':') != std::string::npos ? weft::endpoint::v6(host, port) : weft::endpoint::v4(host, port);
+    if (!ep) {
+        std::fprintf(stderr, "error: --host '%s': %s\n", host.c_str(), ep.error().message().c_str());
+        std::exit(2);
+    }
+    return *ep;
+}
+
+/// Runs `f.template operator()<B>()` (which returns the exit status) for the backend named
+/// `name`. Exit status 2: no such backend; 3: the backend is not available in this
+/// process (io_uring disabled, for instance); 1: it failed to start for another reason.
+template <class F>
+int run_on_backend(const std::string& name, F&& f) {
+    int rc = 2;
+    try {
+        if (!weft::with_backend(name, [&]<class B>() { rc = f.template operator()<B>(); })) {
+            std::fprintf(stderr, "error: unknown backend '%s' (choose from: %s)\n", name.c_str(),
+                         weft::all_backends::names().c_str());
+            return 2;
+        }
+    } catch (const std::system_error& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return e.code() == weft::errc::backend_unavailable ? 3 : 1;
+    }
+    return rc;
+}
+
+}  // namespace example
