@@ -1,9 +1,12 @@
 // Benchmark echo server: echoes every byte, TCP_NODELAY, one loop thread.
 //
-//   echo_server --backend NAME [--port N]
+//   echo_server --backend NAME [--port N] [--api read_some|receive] [--multishot on|off]
 //
 // NAME is any backend of weft::all_backends, or `epoll_lt_eager` (the textbook
 // level-triggered interest policy, kept to measure epoll_lt's lazy one against it).
+// --api picks how sessions read: read_some into their own buffer, or receive() leases
+// from the backend's provided buffers. --multishot off makes uring's receive() use one
+// single-shot recv per call (to measure what multishot recv buys).
 // Prints "port N" once listening; runs until SIGINT/SIGTERM.
 #include <weft/weft.hpp>
 
@@ -13,6 +16,12 @@
 #include "args.hpp"
 
 namespace {
+
+struct settings {
+    std::uint16_t port = 0;
+    bool receive = false;    ///< --api receive
+    bool multishot = true;   ///< --multishot (uring's receive())
+};
 
 template <class B>
 weft::task<void> session(weft::tcp_stream<B> s) {
@@ -26,11 +35,21 @@ weft::task<void> session(weft::tcp_stream<B> s) {
 }
 
 template <class B>
-weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener) {
+weft::task<void> receive_session(weft::tcp_stream<B> s) {
+    (void)s.set_nodelay();
+    for (;;) {
+        auto lease = co_await s.receive();
+        if (!lease || lease->empty()) co_return;
+        if (!co_await s.write_all(lease->bytes())) co_return;
+    }
+}
+
+template <class B>
+weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener, bool receive) {
     for (;;) {
         auto c = co_await listener.accept();
         if (c)
-            loop.spawn(session(std::move(*c)));
+            loop.spawn(receive ? receive_session(std::move(*c)) : session(std::move(*c)));
         else if (c.error() == std::errc::operation_canceled)
             co_return;
         else
@@ -39,9 +58,17 @@ weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener) {
 }
 
 template <class B>
-int run(std::uint16_t port) {
-    weft::loop<B> loop;
-    auto listener = weft::tcp_listener<B>::bind(loop, weft::endpoint::loopback_v4(port), {.backlog = 4096});
+typename B::options options_for(const settings& s) {
+    typename B::options o;
+    if constexpr (requires { o.multishot_recv; }) o.multishot_recv = s.multishot;
+    else (void)s;
+    return o;
+}
+
+template <class B>
+int run(const settings& set) {
+    weft::loop<B> loop(options_for<B>(set));
+    auto listener = weft::tcp_listener<B>::bind(loop, weft::endpoint::loopback_v4(set.port), {.backlog = 4096});
     if (!listener) {
         std::fprintf(stderr, "error: listen: %s\n", listener.error().message().c_str());
         return 1;
@@ -49,7 +76,7 @@ int run(std::uint16_t port) {
     std::printf("port %u\n", listener->local_endpoint().value().port());
     std::fflush(stdout);
     example::stop_on_signals(&loop);
-    loop.spawn(serve(loop, *listener));
+    loop.spawn(serve(loop, *listener, set.receive));
     loop.run();
     example::stop_on_signals<weft::loop<B>>(nullptr);
     return 0;
@@ -59,11 +86,24 @@ int run(std::uint16_t port) {
 
 int main(int argc, char** argv) {
     auto args = example::parse(argc, argv);
-    std::uint16_t port = example::port_or_exit(args.get("--port").value_or("0"));
+    settings set;
+    set.port = example::port_or_exit(args.get("--port").value_or("0"));
     std::string name = args.get("--backend").value_or("epoll_et");
+    std::string api = args.get("--api").value_or("read_some");
+    std::string multishot = args.get("--multishot").value_or("on");
+    if (api != "read_some" && api != "receive") {
+        std::fprintf(stderr, "error: --api must be read_some or receive, not '%s'\n", api.c_str());
+        return 2;
+    }
+    if (multishot != "on" && multishot != "off") {
+        std::fprintf(stderr, "error: --multishot must be on or off, not '%s'\n", multishot.c_str());
+        return 2;
+    }
+    set.receive = api == "receive";
+    set.multishot = multishot == "on";
     using measured = weft::backend_list<weft::backend::epoll_lt_eager>;
     int rc = 2;
-    auto go = [&]<class B>() { rc = run<B>(port); };
+    auto go = [&]<class B>() { rc = run<B>(set); };
     if (!weft::with_backend(name, go) && !measured::with(name, go)) {
         std::fprintf(stderr, "error: unknown backend '%s' (choose from: %s, epoll_lt_eager)\n", name.c_str(),
                      weft::all_backends::names().c_str());

@@ -1,32 +1,15 @@
 // receive(): provided buffers on every backend (io_uring's buffer ring, the reactors' pool).
+// The scenarios are templates over the loop options too, so the uring tests can run them
+// again with multishot recv switched off.
+#include "alloc_counter.hpp"
 #include "helpers.hpp"
+#include "receive_scenarios.hpp"
 
 using namespace weft_test;
 
 TEMPLATE_TEST_CASE("receive() echoes 1 MiB through leased buffers", "[receive]", WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
-    weft::loop<TestType> loop;
-    run_bounded(loop, [&]() -> weft::task<void> {
-        auto p = co_await make_pair(loop);
-        const auto data = pattern(1 << 20, 5);
-        auto writer = [&]() -> weft::task<void> {
-            CO_REQUIRE(co_await p.client.write_all(data));
-            REQUIRE(p.client.shutdown());
-        };
-        auto reader = [&]() -> weft::task<std::vector<char>> {
-            std::vector<char> got;
-            for (;;) {
-                auto lease = co_await p.server.receive();
-                REQUIRE(lease);
-                if (lease->empty()) break;  // EOF
-                auto t = lease->text();
-                got.insert(got.end(), t.begin(), t.end());
-            }
-            co_return got;
-        };
-        auto [none, got] = co_await weft::when_all(writer(), reader());
-        REQUIRE(got == data);
-    }());
+    receive_1mib<TestType>({});
 }
 
 TEMPLATE_TEST_CASE("receive() holds no buffer while idle and waits when all are on loan", "[receive]",
@@ -73,4 +56,46 @@ TEMPLATE_TEST_CASE("receive() holds no buffer while idle and waits when all are 
         held.clear();
         REQUIRE(loop.backend().free_buffers() == 4);
     }());
+}
+
+TEMPLATE_TEST_CASE("receive() mixed with read_some, read_exact, readv and wait_readable keeps byte order",
+                   "[receive]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    receive_mixed<TestType>({});
+}
+
+TEMPLATE_TEST_CASE("cancelling receive() as its data arrives loses and duplicates nothing (2,000 rounds)",
+                   "[receive][cancel][stress]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    receive_cancel_race<TestType>({});
+}
+
+TEMPLATE_TEST_CASE("an echo of 10,000 messages through receive() allocates nothing after the first",
+                   "[receive][alloc]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    std::size_t steady_allocs = 0;
+    bool ok = true;
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto p = co_await make_pair(loop);
+        loop.spawn([](weft::tcp_stream<TestType> s) -> weft::task<void> {
+            for (;;) {
+                auto lease = co_await s.receive();
+                if (!lease || lease->empty()) co_return;
+                if (!co_await s.write_all(lease->bytes())) co_return;
+            }
+        }(std::move(p.server)));
+        std::array<char, 64> out{}, in{};
+        weft_test::alloc_counts first{};
+        for (int i = 0; i < 10'000; ++i) {
+            out[0] = static_cast<char>(i);
+            auto w = co_await p.client.write_all(out);
+            auto r = co_await p.client.read_exact(in);
+            ok = ok && w && r && in == out;
+            if (i == 0) first = weft_test::alloc_snapshot();  // after the first message
+        }
+        steady_allocs = weft_test::alloc_snapshot().allocs - first.allocs;
+    }());
+    REQUIRE(ok);
+    REQUIRE(steady_allocs == 0);
 }

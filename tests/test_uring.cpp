@@ -1,5 +1,6 @@
 // io_uring-specific behaviour: a full submission queue, ring setup failures, features.
 #include "helpers.hpp"
+#include "receive_scenarios.hpp"
 
 #if WEFT_HAS_URING
 
@@ -54,12 +55,19 @@ TEST_CASE("uring: features are probed and can be switched off", "[uring]") {
     REQUIRE(f.nodrop);
     WARN("uring features: defer_taskrun=" << f.defer_taskrun << " coop_taskrun=" << f.coop_taskrun
                                           << " registered_ring_fd=" << f.registered_ring_fd << " sq=" << f.sq_entries
-                                          << " cq=" << f.cq_entries);
-    weft::loop<uring> plain(uring::options{.defer_taskrun = false, .coop_taskrun = false, .register_ring_fd = false});
+                                          << " cq=" << f.cq_entries << " multishot_accept=" << f.multishot_accept
+                                          << " multishot_recv=" << f.multishot_recv);
+    weft::loop<uring> plain(uring::options{.defer_taskrun = false,
+                                           .coop_taskrun = false,
+                                           .register_ring_fd = false,
+                                           .multishot_accept = false,
+                                           .multishot_recv = false});
     auto g = plain.backend().features();
     REQUIRE_FALSE(g.defer_taskrun);
     REQUIRE_FALSE(g.coop_taskrun);
     REQUIRE_FALSE(g.registered_ring_fd);
+    REQUIRE_FALSE(g.multishot_accept);
+    REQUIRE_FALSE(g.multishot_recv);
     // Both still work.
     auto ok = plain.run([]() -> weft::task<bool> {
         auto r = co_await weft::sleep_for(1ms);
@@ -99,4 +107,53 @@ TEST_CASE("uring: the multishot accept queues connections while nobody awaits", 
         REQUIRE((eof ? *eof == 0 : eof.error() == std::errc::connection_reset));
     }());
 }
+TEST_CASE("uring: single-shot accept and recv (multishot off) pass the receive() scenarios", "[uring][receive]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    const uring::options single{.multishot_accept = false, .multishot_recv = false};
+    receive_1mib<uring>(single);
+    receive_mixed<uring>(single);
+    receive_cancel_race<uring>(single);
+}
+
+TEST_CASE("uring: the multishot recv reads ahead a bounded amount and gives it back on close", "[uring][receive]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    weft::loop<uring> loop(uring::options{.buffer_count = 64, .buffer_size = 1024});
+    REQUIRE(loop.backend().features().multishot_recv);
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto p = co_await make_pair(loop);
+        const int fd = p.server.native_handle();
+        const auto data = pattern(40 * 1024, 3);
+        CO_REQUIRE(co_await p.client.write_all(std::span(data.data(), 1)));
+        std::vector<char> got;
+        {
+            auto first = co_await p.server.receive();  // arms the multishot recv
+            REQUIRE(first);
+            got.insert(got.end(), first->text().begin(), first->text().end());
+        }
+        // Nobody receives now: the kernel keeps filling buffers, up to the cap.
+        for (std::size_t off = 1; off < data.size(); off += 1024) {
+            CO_REQUIRE(co_await p.client.write_all(std::span(data.data() + off, std::min<std::size_t>(1024, data.size() - off))));
+            (void)co_await weft::sleep_for(1ms);
+        }
+        (void)co_await weft::sleep_for(20ms);
+        const std::size_t ahead = loop.backend().read_ahead(fd);
+        REQUIRE(ahead > 0);
+        REQUIRE(ahead <= uring::max_read_ahead + 1);  // a completion may race the cap's cancel
+        REQUIRE(loop.backend().free_buffers() == 64 - ahead);
+        // The rest waits in the socket; every byte arrives, in order.
+        while (got.size() < data.size() / 2) {
+            auto lease = co_await p.server.receive();
+            REQUIRE(lease);
+            REQUIRE_FALSE(lease->empty());
+            got.insert(got.end(), lease->text().begin(), lease->text().end());
+        }
+        REQUIRE(std::equal(got.begin(), got.end(), data.begin()));
+        (void)co_await weft::sleep_for(20ms);
+        REQUIRE(loop.backend().read_ahead(fd) > 0);
+        // Closing with bytes read ahead gives their buffers back.
+        REQUIRE(p.server.close());
+        REQUIRE(loop.backend().free_buffers() == 64);
+    }());
+}
+
 #endif

@@ -179,6 +179,49 @@ T* fd_entry(std::vector<T>& table, int fd) noexcept {
     return &table[i];
 }
 
+/// A FIFO on a circular buffer that grows (doubling) and never shrinks: once it has
+/// reached its working size, pushing and popping allocate nothing (`std::deque`
+/// allocates and frees a block every few dozen elements).
+template <class T>
+class ring_queue {
+public:
+    bool empty() const noexcept { return size_ == 0; }
+    std::size_t size() const noexcept { return size_; }
+    /// Appends `v`; false (and nothing changed) when memory runs out.
+    bool push(T v) noexcept {
+        if (size_ == slots_.size()) {
+            try {
+                std::vector<T> bigger(std::max<std::size_t>(8, slots_.size() * 2));
+                for (std::size_t i = 0; i < size_; ++i) bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
+                slots_ = std::move(bigger);
+            } catch (...) {
+                return false;
+            }
+            head_ = 0;
+        }
+        slots_[(head_ + size_) & (slots_.size() - 1)] = std::move(v);
+        ++size_;
+        return true;
+    }
+    T& front() noexcept { return slots_[head_]; }
+    T pop() noexcept {
+        T v = std::move(slots_[head_]);
+        head_ = (head_ + 1) & (slots_.size() - 1);
+        --size_;
+        return v;
+    }
+    /// Calls `f` on each element, oldest first, and empties the queue.
+    template <class F>
+    void drain(F&& f) noexcept {
+        while (!empty()) f(pop());
+    }
+
+private:
+    std::vector<T> slots_;  ///< a power-of-two size
+    std::size_t head_ = 0;
+    std::size_t size_ = 0;
+};
+
 /// A spawned task's frame as its loop tracks it: the loop destroys the frames still
 /// linked when it dies.
 struct spawn_link {

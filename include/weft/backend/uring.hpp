@@ -31,6 +31,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <span>
+#include <utility>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -69,6 +71,12 @@ public:
         bool register_ring_fd = true;       ///< `io_uring_register_ring_fd`: cheaper `io_uring_enter`
         std::uint16_t buffer_count = 256;   ///< provided buffers for `receive()` (a power of two)
         std::uint32_t buffer_size = 16384;  ///< bytes per provided buffer
+        /// One multishot accept per listener instead of one accept per connection.
+        bool multishot_accept = true;
+        /// One multishot recv per stream behind `receive()` instead of one recv per
+        /// call: bytes that arrive while nobody awaits are read ahead (a few buffers at
+        /// most, see `max_read_ahead`) and handed out in order.
+        bool multishot_recv = true;
     };
 
     /// What the ring in use actually got (for reports and tests).
@@ -79,6 +87,8 @@ public:
         bool nodrop = false;              ///< IORING_FEAT_NODROP: no completion is ever lost
         unsigned sq_entries = 0;          ///< submission queue size granted
         unsigned cq_entries = 0;          ///< completion queue size granted
+        bool multishot_accept = false;    ///< accept() uses multishot accept (kernel 5.19)
+        bool multishot_recv = false;      ///< receive() uses multishot recv (kernel 6.0)
     };
 
     /// True unless `WEFT_DISABLE_URING` is set to a non-empty value other than "0", or a
@@ -100,6 +110,9 @@ public:
     uring(detail::loop_core& core, options opts) : core_(core), opts_(opts) {
         int err = setup(opts);
         if (err < 0) throw std::system_error(-err, std::system_category(), describe_setup_error(-err, opts));
+        // Assumed until the kernel rejects one (see `on_multishot`).
+        features_.multishot_accept = opts.multishot_accept;
+        features_.multishot_recv = opts.multishot_recv;
         wake_fd_ = sys::eventfd(0);
         if (wake_fd_ < 0) {
             io_uring_queue_exit(&ring_);
@@ -115,9 +128,9 @@ public:
         io_uring_queue_exit(&ring_);
         if (buffers_) ::munmap(buffers_->memory, buffers_->memory_size);
         sys::close(wake_fd_);
-        for (auto& l : listeners_)
-            if (l)
-                for (int c : l->queued) sys::close(c);  // accepted, never handed out
+        for (auto& m : multishots_)
+            if (m && m->what == multishot::kind::accept)
+                m->queued.drain([](auto c) { sys::close(c.res); });  // accepted, never handed out
     }
 
     /// The loop this backend completes operations into.
@@ -128,9 +141,18 @@ public:
     /// Connections the multishot accept of listener `fd` has accepted and nobody has
     /// taken yet (diagnostics and tests).
     std::size_t queued_connections(int fd) const noexcept {
-        const listener* l = find_listener(fd);
-        return l ? l->queued.size() : 0;
+        const multishot* m = find_multishot(fd, multishot::kind::accept);
+        return m ? m->queued.size() : 0;
     }
+    /// Completions the multishot recv of stream `fd` has read ahead and nobody has taken
+    /// yet (diagnostics and tests).
+    std::size_t read_ahead(int fd) const noexcept {
+        const multishot* m = find_multishot(fd, multishot::kind::recv);
+        return m ? m->queued.size() : 0;
+    }
+    /// Completions a stream's multishot recv reads ahead before it is cancelled (until
+    /// the application takes them): bounds what a slow reader holds of the buffer ring.
+    static constexpr std::size_t max_read_ahead = 4;
 
     /// The lease for a receive's completion: the buffer the kernel picked (given back at
     /// once if it carries no data).
@@ -156,11 +178,11 @@ public:
     /// and no completion can land on a later socket that reuses the fd number). The
     /// operations complete with `-ECANCELED` (or their real result) as usual.
     void detach(int fd) noexcept {
-        const listener* l = find_listener(fd);
-        bool multishot = l && l->armed;
-        drop_listener(fd);
+        const multishot* m = find_multishot(fd);
+        bool armed = m && m->armed;
+        drop_multishot(fd);
         bool busy = fd >= 0 && static_cast<std::size_t>(fd) < busy_.size() && busy_[static_cast<std::size_t>(fd)] != 0;
-        if (!busy && !multishot) return;
+        if (!busy && !armed) return;
         io_uring_sqe* sqe = get_sqe();
         io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, internal_tag);
@@ -260,9 +282,12 @@ public:
     public:
         /// Prepares `op` for `ring`.
         preparer(uring& ring, detail::proactor_op& op) noexcept : ring_(ring), op_(op) {}
-        /// `recv(2)` into [buf, buf+len).
+        /// `recv(2)` into [buf, buf+len) (bytes a multishot `receive()` read ahead first).
         void recv(int fd, void* buf, std::size_t len) noexcept {
-            if (!inject(sys::call::recv, fd, len)) io_uring_prep_recv(sqe(), fd, buf, len, 0);
+            if (inject(sys::call::recv, fd, len)) return;
+            iovec one{buf, len};
+            if (!ring_.read_through(op_, fd, std::span<const iovec>(&one, 1), *this))
+                io_uring_prep_recv(sqe(), fd, buf, len, 0);
         }
         /// `send(2)` of [buf, buf+len) with `MSG_NOSIGNAL`.
         void send(int fd, const void* buf, std::size_t len) noexcept {
@@ -272,28 +297,34 @@ public:
         /// listener's multishot accept.
         void accept(int fd, int flags) noexcept {
             std::size_t none = 0;
-            if (!inject(sys::call::accept, fd, none)) ring_.accept_from_multishot(op_, fd, flags, *this);
+            if (inject(sys::call::accept, fd, none)) return;
+            if (ring_.features_.multishot_accept && ring_.accept_from_multishot(op_, fd, flags, *this)) return;
+            io_uring_prep_accept(sqe(), fd, nullptr, nullptr, flags | SOCK_CLOEXEC);
         }
         /// `connect(2)`; the address must live until the completion (it is in the frame).
         void connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
             std::size_t none = 0;
             if (!inject(sys::call::connect, fd, none)) io_uring_prep_connect(sqe(), fd, addr, len);
         }
-        /// `recv(2)` into a buffer the kernel picks from the provided-buffer ring.
+        /// `recv(2)` into a buffer the kernel picks from the provided-buffer ring: the
+        /// next completion of the stream's multishot recv, or a single-shot recv.
         void recv_provided(int fd) noexcept {
             std::size_t len = ring_.opts_.buffer_size;
             if (inject(sys::call::recv, fd, len)) return;
             if (int err = ring_.ensure_buffers(); err < 0) return complete_now(err);
+            op_.uses_buffers = true;
+            if (ring_.features_.multishot_recv && ring_.recv_from_multishot(op_, fd, *this)) return;
             io_uring_sqe* s = sqe();
             io_uring_prep_recv(s, fd, nullptr, len, 0);
             s->flags |= IOSQE_BUFFER_SELECT;
             s->buf_group = buffer_group;
-            op_.uses_buffers = true;
         }
         /// `recvmsg(2)` (vectored receive); `msg` lives in the operation until it completes.
         void recvmsg(int fd, msghdr* msg) noexcept {
             std::size_t len = 0;
-            if (!inject(sys::call::recv, fd, len)) io_uring_prep_recvmsg(sqe(), fd, msg, 0);
+            if (inject(sys::call::recv, fd, len)) return;
+            std::span<const iovec> iov(msg->msg_iov, msg->msg_iovlen);
+            if (!ring_.read_through(op_, fd, iov, *this)) io_uring_prep_recvmsg(sqe(), fd, msg, 0);
         }
         /// `sendmsg(2)` with `MSG_NOSIGNAL` (vectored send).
         void sendmsg(int fd, const msghdr* msg) noexcept {
@@ -304,19 +335,26 @@ public:
         /// `ts` must live until the completion. weft's own timers use the loop's heap
         /// instead (cheaper: `benchmarks/timer_cost.cpp` measures both).
         void timeout(__kernel_timespec* ts) noexcept { io_uring_prep_timeout(sqe(), ts, 0, 0); }
-        /// One-shot poll for `events`.
-        void poll(int fd, unsigned events) noexcept { io_uring_prep_poll_add(sqe(), fd, events); }
+        /// One-shot poll for `events`. Bytes a multishot `receive()` read ahead count as
+        /// readable: the socket itself may be empty.
+        void poll(int fd, unsigned events) noexcept {
+            if ((events & POLLIN) && ring_.read_ahead(fd) > 0) return complete_now(POLLIN);
+            io_uring_prep_poll_add(sqe(), fd, events);
+        }
         /// Nothing to do: completes with 0.
         void nop() noexcept { io_uring_prep_nop(sqe()); }
-        /// Completes the operation with `res` without a submission.
-        void complete_now(int res) noexcept {
+        /// Completes the operation with `res` (and CQE `flags`) without a submission.
+        void complete_now(int res, unsigned flags = 0) noexcept {
             immediate_ = true;
             result_ = res;
+            flags_ = flags;
         }
         /// True if the operation completed without a submission; `result()` then holds it.
         bool immediate() const noexcept { return immediate_; }
         /// The result of an operation that completed without a submission.
         int result() const noexcept { return result_; }
+        /// The CQE flags of an operation that completed without a submission.
+        unsigned flags() const noexcept { return flags_; }
 
     private:
         io_uring_sqe* sqe() noexcept {
@@ -338,6 +376,7 @@ public:
         detail::proactor_op& op_;
         bool immediate_ = false;
         int result_ = 0;
+        unsigned flags_ = 0;
     };
 
 private:
@@ -466,12 +505,13 @@ private:
         return "cannot create an io_uring (" + why + "); use another backend, e.g. --backend=epoll_et";
     }
 
-    /// Unlinks an accept waiting on its listener's multishot accept.
+    /// Unlinks an operation waiting in backend state: an accept or receive waiting on its
+    /// fd's multishot request, or a receive waiting for a provided buffer.
     void release_held(detail::proactor_op& op) noexcept {
         op.held = false;
         for (auto& w : buffer_waiters_)
             if (w == &op) w = nullptr;
-        if (listener* l = find_listener(op.fd); l && l->waiter == &op) l->waiter = nullptr;
+        if (multishot* m = find_multishot(op.fd); m && m->waiter == &op) m->waiter = nullptr;
     }
 
     /// Records an operation of direction `dir` in flight on `fd`; false if one already is.
@@ -502,115 +542,244 @@ private:
         preparer p(*this, op);
         op.prepare(op, &p);
         // Answered without the kernel (fault hook, or an already accepted connection).
-        if (p.immediate()) settle(op, p.result());
+        if (p.immediate()) settle(op, p.result(), p.flags());
     }
 
-    /// A listener's multishot accept: connections accepted while nobody awaits queue
-    /// here (up to `max_queued`, then the multishot is cancelled until they are taken).
-    struct listener {
+    /// One fd's multishot request: a listener's multishot accept, or a stream's
+    /// multishot recv behind `receive()`. Completions that arrive while nobody awaits
+    /// queue here (up to a cap, then the request is cancelled until they are taken) and
+    /// are handed out in order; the next operation re-arms the request once the kernel
+    /// has ended it.
+    struct multishot {
+        enum class kind : std::uint8_t { accept, recv };
+        /// One queued completion: an accepted fd, or a received buffer (id in `flags`).
+        struct completion {
+            int res = 0;
+            unsigned flags = 0;
+        };
         int fd = -1;
-        int flags = 0;
-        detail::proactor_op* waiter = nullptr;  ///< the accept operation waiting for a connection
-        std::deque<int> queued;                 ///< accepted, not yet handed out
-        bool armed = false;                     ///< the multishot request is in the kernel
+        kind what = kind::accept;
+        int accept_flags = 0;
+        detail::proactor_op* waiter = nullptr;  ///< the operation waiting for the next completion
+        detail::ring_queue<completion> queued;  ///< arrived, not yet handed out
+        bool armed = false;                     ///< the request is in the kernel
+        bool cancelling = false;                ///< we asked the kernel to end it
         bool closing = false;                   ///< detached: freed at its last completion
+        int lost = 0;                           ///< -ENOMEM if a completion could not be queued
     };
-    static constexpr std::size_t max_queued = 1024;
-    /// `user_data` tag bit of multishot accept completions (records are 8-byte aligned).
-    static constexpr std::uint64_t listener_bit = 2;
+    static constexpr std::size_t max_queued_connections = 1024;
+    /// `user_data` tag bit of multishot completions (records are 8-byte aligned).
+    static constexpr std::uint64_t multishot_bit = 2;
 
-    /// The multishot accept state of listener `fd`, if it has one.
-    listener* find_listener(int fd) const noexcept {
-        if (fd < 0 || static_cast<std::size_t>(fd) >= listeners_.size()) return nullptr;
-        return listeners_[static_cast<std::size_t>(fd)].get();
+    /// The multishot state of `fd`, if it has one (of kind `what`, if given).
+    multishot* find_multishot(int fd) const noexcept {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= multishots_.size()) return nullptr;
+        return multishots_[static_cast<std::size_t>(fd)].get();
     }
-
-    void accept_from_multishot(detail::proactor_op& op, int fd, int flags, preparer& p) noexcept {
-        listener* l = listener_for(fd);
-        if (!l) {  // no memory for the state: a plain single-shot accept still works
-            io_uring_sqe* s = get_sqe();
-            io_uring_prep_accept(s, fd, nullptr, nullptr, flags | SOCK_CLOEXEC);
-            io_uring_sqe_set_data(s, &op);
-            op.held = false;
-            return;
-        }
-        l->flags = flags;
-        if (!l->queued.empty()) {
-            int c = l->queued.front();
-            l->queued.pop_front();
-            p.complete_now(c);
-            return;
-        }
-        l->waiter = &op;
-        op.held = true;
-        if (!l->armed) {
-            io_uring_sqe* s = get_sqe();
-            io_uring_prep_multishot_accept(s, fd, nullptr, nullptr, flags | SOCK_CLOEXEC);
-            io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(l) | listener_bit);
-            l->armed = true;
-        }
+    multishot* find_multishot(int fd, multishot::kind what) const noexcept {
+        multishot* m = find_multishot(fd);
+        return m && m->what == what ? m : nullptr;
     }
-
-    listener* listener_for(int fd) noexcept {
-        std::unique_ptr<listener>* entry = detail::fd_entry(listeners_, fd);
+    /// The multishot state of `fd`, created on first use; null when `fd` has one of the
+    /// other kind or memory runs out (the caller then falls back to single-shot).
+    multishot* multishot_for(int fd, multishot::kind what) noexcept {
+        std::unique_ptr<multishot>* entry = detail::fd_entry(multishots_, fd);
         if (!entry) return nullptr;
         if (!*entry) {
             try {
-                *entry = std::make_unique<listener>();
+                auto m = std::make_unique<multishot>();
+                m->fd = fd;
+                m->what = what;
+                *entry = std::move(m);
             } catch (...) {
                 return nullptr;
             }
-            (*entry)->fd = fd;
         }
-        return entry->get();
+        return (*entry)->what == what ? entry->get() : nullptr;
     }
 
-    void on_accepted(listener& l, int res, unsigned flags) noexcept {
-        if (!(flags & IORING_CQE_F_MORE)) l.armed = false;  // the kernel ended the multishot
-        if (l.closing) {
-            if (res >= 0) sys::close(res);
-            if (!l.armed) std::erase_if(closing_, [&](const auto& p) { return p.get() == &l; });
+    /// Hands the oldest queued completion to `p`'s operation, if there is one.
+    static bool take_queued(multishot& m, preparer& p) noexcept {
+        if (m.lost < 0) {
+            p.complete_now(std::exchange(m.lost, 0));
+            return true;
+        }
+        if (m.queued.empty()) return false;
+        auto c = m.queued.pop();
+        p.complete_now(c.res, c.flags);
+        return true;
+    }
+
+    /// Parks `op` on `m` until its next completion, arming the request if needed.
+    void wait_on(multishot& m, detail::proactor_op& op) noexcept {
+        m.waiter = &op;
+        op.held = true;
+        if (m.armed) return;  // (if a cancel of ours is in flight, its final CQE re-arms)
+        io_uring_sqe* s = get_sqe();
+        if (m.what == multishot::kind::accept) {
+            io_uring_prep_multishot_accept(s, m.fd, nullptr, nullptr, m.accept_flags | SOCK_CLOEXEC);
+        } else {
+            io_uring_prep_recv_multishot(s, m.fd, nullptr, 0, 0);
+            s->flags |= IOSQE_BUFFER_SELECT;
+            s->buf_group = buffer_group;
+        }
+        io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(&m) | multishot_bit);
+        m.armed = true;
+    }
+
+    /// Asks the kernel to end `m`'s request (once); its final CQE says when it has.
+    void cancel_multishot(multishot& m) noexcept {
+        if (!m.armed || m.cancelling) return;
+        m.cancelling = true;
+        io_uring_sqe* s = get_sqe();
+        io_uring_prep_cancel64(s, reinterpret_cast<std::uintptr_t>(&m) | multishot_bit, 0);
+        io_uring_sqe_set_data64(s, internal_tag);
+    }
+
+    /// An accept on listener `fd`: a connection already accepted, or a wait on the
+    /// listener's multishot accept. False when there is no state to wait on (no memory).
+    bool accept_from_multishot(detail::proactor_op& op, int fd, int flags, preparer& p) noexcept {
+        multishot* m = multishot_for(fd, multishot::kind::accept);
+        if (!m) return false;
+        m->accept_flags = flags;
+        if (!take_queued(*m, p)) wait_on(*m, op);
+        return true;
+    }
+
+    /// A `receive()` on stream `fd`: a completion read ahead, or a wait on the stream's
+    /// multishot recv. False when there is no state to wait on (no memory).
+    bool recv_from_multishot(detail::proactor_op& op, int fd, preparer& p) noexcept {
+        multishot* m = multishot_for(fd, multishot::kind::recv);
+        if (!m) return false;
+        if (!take_queued(*m, p)) wait_on(*m, op);
+        return true;
+    }
+
+    /// A plain read (`read_some`, `read_exact`, `readv`) on a stream whose multishot
+    /// `receive()` may have read ahead: bytes already taken from the socket go first, so
+    /// mixing the two APIs keeps the byte order. True if it dealt with `op` (copied read-
+    /// ahead bytes into `iov`, or parked `op` until the multishot has ended); false when
+    /// the read can go to the kernel.
+    bool read_through(detail::proactor_op& op, int fd, std::span<const iovec> iov, preparer& p) noexcept {
+        multishot* m = find_multishot(fd, multishot::kind::recv);
+        if (!m) return false;
+        if (m->lost < 0 || m->queued.empty() || m->queued.front().res <= 0) {
+            if (take_queued(*m, p)) return true;  // an error or EOF, in order
+            if (!m->armed) return false;
+            // Bytes could still land in the multishot's buffers: end it, then read.
+            m->waiter = &op;
+            op.held = true;
+            cancel_multishot(*m);
+            return true;
+        }
+        multishot::completion& c = m->queued.front();
+        auto id = static_cast<std::uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
+        std::byte* src = buffers_->slab.at(id);
+        const auto have = static_cast<std::size_t>(c.res);
+        std::size_t n = 0;
+        for (const iovec& v : iov) {
+            std::size_t k = std::min(v.iov_len, have - n);
+            std::memcpy(v.iov_base, src + n, k);
+            n += k;
+            if (n == have) break;
+        }
+        if (n == have) {
+            m->queued.pop();
+            buffers_->give_back(id);
+        } else {  // the rest stays queued, at the buffer's start
+            std::memmove(src, src + n, have - n);
+            c.res = static_cast<int>(have - n);
+        }
+        p.complete_now(static_cast<int>(n));
+        return true;
+    }
+
+    /// Every completion of a multishot request.
+    void on_multishot(multishot& m, int res, unsigned flags) noexcept {
+        const bool more = (flags & IORING_CQE_F_MORE) != 0;
+        if (!more) {
+            m.armed = false;  // the kernel ended the request
+            m.cancelling = false;
+        }
+        if (m.closing) {
+            discard(m, {res, flags});
+            if (!m.armed) std::erase_if(closing_, [&](const auto& p) { return p.get() == &m; });
             return;
         }
-        if (res == -ECANCELED && !l.armed) return;  // our own cap cancel: re-armed on demand
-        if (detail::proactor_op* w = l.waiter) {
-            l.waiter = nullptr;
+        detail::proactor_op* w = m.waiter;
+        if (!more && res == -EINVAL && !features_.defer_taskrun) {
+            // A kernel before 6.1 (no DEFER_TASKRUN) may lack multishot accept (5.19) or
+            // recv (6.0): it refuses the flag with EINVAL. Single-shot from now on. (On
+            // 6.1 and later both exist, and EINVAL is the operation's own error.)
+            (m.what == multishot::kind::accept ? features_.multishot_accept : features_.multishot_recv) = false;
+            if (w) resubmit_waiter(m);
+            return;
+        }
+        if (!more && (res == -ECANCELED || res == -ENOBUFS)) {
+            // Ended by our own cancel (cap reached, or a plain read wants the socket), or
+            // the buffer ring ran dry. A receive waiting for buffers parks in `settle`.
+            if (w && res == -ENOBUFS && m.what == multishot::kind::recv && w->uses_buffers) {
+                m.waiter = nullptr;
+                w->held = false;
+                settle(*w, res);
+            } else if (w) {
+                resubmit_waiter(m);  // re-arms, or reads with a plain recv
+            }
+            return;
+        }
+        if (w && !(m.what == multishot::kind::recv && !w->uses_buffers)) {
+            // The hot path: an accept or receive is waiting for exactly this.
+            m.waiter = nullptr;
             w->held = false;
-            settle(*w, res);  // errors (EMFILE...) go to the op, which knows what to do
+            settle(*w, res, flags);  // errors (EMFILE...) go to the op, which knows what to do
             return;
         }
-        if (res < 0) return;  // nobody asked; the next accept re-arms and sees it again
-        l.queued.push_back(res);
-        if (l.queued.size() >= max_queued && l.armed) {
-            io_uring_sqe* s = get_sqe();
-            io_uring_prep_cancel64(s, reinterpret_cast<std::uintptr_t>(&l) | listener_bit, 0);
-            io_uring_sqe_set_data64(s, internal_tag);
+        if (m.what == multishot::kind::accept && res < 0) return;  // nobody asked; the next accept sees it again
+        if (!m.queued.push({res, flags})) {
+            discard(m, {res, flags});  // no memory: the next operation reports it, in place of the data
+            m.lost = -ENOMEM;
+            cancel_multishot(m);
+        }
+        if (w) resubmit_waiter(m);  // a plain read waiting for the read-ahead: copy it now
+        const std::size_t cap = m.what == multishot::kind::accept ? max_queued_connections : max_read_ahead;
+        if (m.queued.size() >= cap) cancel_multishot(m);
+    }
+
+    /// Prepares `m`'s waiter again, now that the request's state changed.
+    void resubmit_waiter(multishot& m) noexcept {
+        detail::proactor_op* w = std::exchange(m.waiter, nullptr);
+        w->held = false;
+        prepare(*w);
+    }
+
+    /// Lets go of a completion nobody will take: closes an accepted fd, gives a buffer back.
+    void discard(multishot& m, multishot::completion c) noexcept {
+        if (m.what == multishot::kind::accept) {
+            if (c.res >= 0) sys::close(c.res);
+        } else if ((c.flags & IORING_CQE_F_BUFFER) && buffers_) {
+            buffers_->give_back(static_cast<std::uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT));
         }
     }
 
-    /// Before the listener `fd` closes: its waiter completes cancelled, queued
-    /// connections are closed, and its state lives on until the kernel's last completion.
-    void drop_listener(int fd) noexcept {
-        if (!find_listener(fd)) return;
-        std::unique_ptr<listener> l = std::move(listeners_[static_cast<std::size_t>(fd)]);
-        if (detail::proactor_op* w = l->waiter) {
-            l->waiter = nullptr;
+    /// Before `fd` closes: its waiter completes cancelled, queued completions are let
+    /// go, and its state lives on until the kernel's last completion.
+    void drop_multishot(int fd) noexcept {
+        if (!find_multishot(fd)) return;
+        std::unique_ptr<multishot> m = std::move(multishots_[static_cast<std::size_t>(fd)]);
+        if (detail::proactor_op* w = std::exchange(m->waiter, nullptr)) {
             w->held = false;
             settle(*w, -ECANCELED);
         }
-        for (int c : l->queued) sys::close(c);
-        l->queued.clear();
-        if (!l->armed) return;  // nothing in the kernel refers to it
-        l->closing = true;
+        multishot& raw = *m;
+        raw.queued.drain([&](multishot::completion c) { discard(raw, c); });
+        if (!raw.armed) return;  // nothing in the kernel refers to it
+        raw.closing = true;
         try {
-            closing_.push_back(std::move(l));  // the cancel_fd in detach ends the multishot
+            closing_.push_back(std::move(m));  // the cancel_fd in detach ends the request
         } catch (...) {
             // Cannot keep it: wait for the kernel to let go of it now instead.
-            listener* raw = l.get();
-            io_uring_sqe* s = get_sqe();
-            io_uring_prep_cancel64(s, reinterpret_cast<std::uintptr_t>(raw) | listener_bit, 0);
-            io_uring_sqe_set_data64(s, internal_tag);
-            while (raw->armed) {
+            cancel_multishot(raw);
+            while (raw.armed) {
                 flush();
                 io_uring_cqe* cqe = nullptr;
                 if (io_uring_wait_cqe(&ring_, &cqe) < 0) break;
@@ -621,7 +790,6 @@ private:
 
     /// Hands one result to `op`: completes it, or submits its next step.
     void settle(detail::proactor_op& op, int res, unsigned flags = 0) noexcept {
-        if ((flags & IORING_CQE_F_BUFFER) && buffers_) --buffers_->available;
         if (res == -ENOBUFS && op.uses_buffers && !op.abandoned && !op.cancel_requested) {
             // The ring is empty: wait for a lease to come back, then submit again.
             try {
@@ -669,14 +837,15 @@ private:
             io_uring_cq_advance(&ring_, n);
             for (unsigned i = 0; i < n; ++i) {
                 const completion& c = batch[i];
+                if ((c.flags & IORING_CQE_F_BUFFER) && buffers_) --buffers_->available;  // off the ring now
                 if (c.tag == wake_tag) {
                     std::uint64_t value;
                     [[maybe_unused]] long r = sys::read(wake_fd_, &value, sizeof value);
                     if (!(c.flags & IORING_CQE_F_MORE)) arm_wake();  // the kernel ended the multishot
                 } else if (c.tag == internal_tag || c.tag == LIBURING_UDATA_TIMEOUT) {
                     // a cancel's own completion, or liburing's timeout: nothing waits for it
-                } else if (c.tag & listener_bit) {
-                    on_accepted(*reinterpret_cast<listener*>(c.tag & ~listener_bit), c.res, c.flags);
+                } else if (c.tag & multishot_bit) {
+                    on_multishot(*reinterpret_cast<multishot*>(c.tag & ~multishot_bit), c.res, c.flags);
                 } else {
                     settle(*reinterpret_cast<detail::proactor_op*>(c.tag), c.res, c.flags);
                 }
@@ -708,8 +877,8 @@ private:
     feature_set features_;
     int wake_fd_ = -1;
     std::vector<std::uint8_t> busy_;                    ///< per fd: bit 0 a read, bit 1 a write in flight
-    std::vector<std::unique_ptr<listener>> listeners_;  ///< multishot accept state, per listening fd
-    std::vector<std::unique_ptr<listener>> closing_;    ///< closed listeners the kernel still refers to
+    std::vector<std::unique_ptr<multishot>> multishots_;  ///< multishot accept/recv state, per fd
+    std::vector<std::unique_ptr<multishot>> closing_;     ///< detached states the kernel still refers to
     options opts_;
     std::unique_ptr<buffer_ring> buffers_;             ///< provided buffers, registered on first receive()
     std::deque<detail::proactor_op*> buffer_waiters_;  ///< receives that found the ring empty
