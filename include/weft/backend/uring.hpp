@@ -13,8 +13,9 @@
 /// Ring features, probed at run time with a fallback each (see `uring::features()`):
 /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`, else
 /// `IORING_SETUP_COOP_TASKRUN`, else none; a registered ring fd; `IORING_FEAT_NODROP`
-/// (overflowed completions are kept by the kernel and flushed). Each can be switched off
-/// through `uring::options`; `WEFT_DISABLE_URING=1` in the environment makes
+/// (overflowed completions are kept by the kernel and flushed); multishot accept behind
+/// `accept()` and multishot recv behind `receive()`, whose completions queue per fd while
+/// nobody awaits them. Each can be switched off through `uring::options`; `WEFT_DISABLE_URING=1` in the environment makes
 /// `available()` false, as a container without io_uring would.
 #pragma once
 
@@ -551,15 +552,16 @@ private:
     /// are handed out in order; the next operation re-arms the request once the kernel
     /// has ended it.
     struct multishot {
+        /// Which request: multishot accept or multishot recv.
         enum class kind : std::uint8_t { accept, recv };
         /// One queued completion: an accepted fd, or a received buffer (id in `flags`).
         struct completion {
-            int res = 0;
-            unsigned flags = 0;
+            int res = 0;         ///< the CQE's result
+            unsigned flags = 0;  ///< the CQE's flags
         };
-        int fd = -1;
-        kind what = kind::accept;
-        int accept_flags = 0;
+        int fd = -1;                ///< the listener or stream
+        kind what = kind::accept;   ///< the request's kind
+        int accept_flags = 0;       ///< flags for accepted sockets
         detail::proactor_op* waiter = nullptr;  ///< the operation waiting for the next completion
         detail::ring_queue<completion> queued;  ///< arrived, not yet handed out
         bool armed = false;                     ///< the request is in the kernel
@@ -567,6 +569,7 @@ private:
         bool closing = false;                   ///< detached: freed at its last completion
         int lost = 0;                           ///< -ENOMEM if a completion could not be queued
     };
+    /// Connections a listener's multishot accept queues before it is cancelled.
     static constexpr std::size_t max_queued_connections = 1024;
     /// `user_data` tag bit of multishot completions (records are 8-byte aligned).
     static constexpr std::uint64_t multishot_bit = 2;
