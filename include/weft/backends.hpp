@@ -12,6 +12,10 @@
 #include <utility>
 
 #include "backend/epoll.hpp"
+#include "backend/poll.hpp"
+#include "backend/select.hpp"
+#include "backend/sigio.hpp"
+#include "backend/spin.hpp"
 #if WEFT_HAS_URING
 #include "backend/uring.hpp"
 #endif
@@ -43,9 +47,11 @@ struct backend_list {
 /// Every backend in this build, in the order reports list them (`uring` only when weft
 /// was built with liburing: `WEFT_HAS_URING`, which the CMake target defines).
 #if WEFT_HAS_URING
-using all_backends = backend_list<backend::epoll_lt, backend::epoll_et, backend::uring>;
+using all_backends = backend_list<backend::select, backend::poll, backend::epoll_lt, backend::epoll_et,
+                                  backend::sigio, backend::spin, backend::uring>;
 #else
-using all_backends = backend_list<backend::epoll_lt, backend::epoll_et>;
+using all_backends = backend_list<backend::select, backend::poll, backend::epoll_lt, backend::epoll_et,
+                                  backend::sigio, backend::spin>;
 #endif
 
 /// `all_backends::with(name, f)`: runs `f.template operator()<B>()` for the backend named `name`.

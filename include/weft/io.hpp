@@ -430,7 +430,8 @@ private:
         if constexpr (requires { Op::provided_buffers; }) {
             if (this->res == -ENOBUFS) return false;  // every buffer on loan: the backend parks us
         }
-        if (this->res >= 0 && op_.drained(this->res)) backend_->note_drained(op_.fd, detail::direction_of(op_));
+        if (this->res >= 0 && op_.drained(this->res))
+            backend_->note_drained(op_.fd, detail::direction_of(op_), /*eagain=*/false);
         return true;
     }
     static bool perform_(detail::reactor_op& base) noexcept { return static_cast<io_awaiter&>(base).attempt(); }

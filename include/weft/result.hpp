@@ -236,8 +236,20 @@ private:
 
 namespace detail {
 
-/// An errno value as a `std::error_code` in the system category.
-inline std::error_code errno_code(int err) noexcept { return {err, std::system_category()}; }
+/// weft's own errors travel the internal `-errno` convention as `-(errc_base + errc)`:
+/// far above every errno value, so they cannot be mistaken for one.
+inline constexpr int errc_base = 1 << 20;
+
+/// `e` in the internal `-errno` convention (what a backend returns for, say, an fd
+/// that select() cannot watch).
+constexpr int negative(errc e) noexcept { return -(errc_base + static_cast<int>(e)); }
+
+/// An errno value as a `std::error_code` in the system category (or a `weft::errc`
+/// carried as `errc_base + e`).
+inline std::error_code errno_code(int err) noexcept {
+    if (err > errc_base) return make_error_code(static_cast<errc>(err - errc_base));
+    return {err, std::system_category()};
+}
 
 /// THE conversion from the internal convention (`res >= 0` or `-errno`) to `result`.
 template <class T = void>

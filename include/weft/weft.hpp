@@ -5,7 +5,11 @@
 
 #include "backend/concepts.hpp"
 #include "backend/epoll.hpp"
+#include "backend/poll.hpp"
 #include "backend/reactor.hpp"
+#include "backend/select.hpp"
+#include "backend/sigio.hpp"
+#include "backend/spin.hpp"
 #if WEFT_HAS_URING
 #include "backend/uring.hpp"
 #endif

@@ -32,7 +32,8 @@
 ///
 /// A *reactor* backend (readiness model) also parks operations:
 /// - `should_try(fd, dir)`: whether trying the syscall now may succeed (edge-triggered
-///   backends remember when a socket was drained); `note_drained(fd, dir)` records it;
+///   backends remember when a socket was drained); `note_drained(fd, dir, eagain)`
+///   records an `EAGAIN` (`eagain` true) or a short read or write (false);
 /// - `park(op)`: keep `op` until its fd is ready, then call `op.perform` (the syscall
 ///   again); `perform` returning false (still `EAGAIN`) keeps it parked, so spurious
 ///   readiness never reaches user code. 0 or -errno (`-EBUSY` when another operation
@@ -115,7 +116,7 @@ concept reactor_backend = io_backend<B> &&(B::kind == backend_kind::reactor) &&
                           requires(B& b, const B& cb, detail::reactor_op& op, int fd, interest dir) {
     { cb.should_try(fd, dir) }
     noexcept->std::same_as<bool>;
-    { b.note_drained(fd, dir) }
+    { b.note_drained(fd, dir, true) }
     noexcept;
     { b.park(op) }
     noexcept->std::same_as<int>;

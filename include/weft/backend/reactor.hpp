@@ -10,7 +10,10 @@
 /// A `Demux` has `name`, `edge_triggered`, `available()`, a constructor that throws
 /// `std::system_error` on failure, `add(fd, mask)`, `modify(fd, mask)`, `remove(fd)`
 /// (mask bit 1 = read, 2 = write; each 0 or -errno) and `wait(timeout, on_ready)`,
-/// which calls `on_ready(fd, readable, writable, closed)` per ready fd.
+/// which calls `on_ready(fd, readable, writable, closed)` per ready fd. Optional:
+/// `fd_limit` (fds at or above it are refused with `weft::errc::fd_too_large`),
+/// `set_wake_fd(fd)` (told which fd is the loop's wake-up eventfd) and `wake()` (called
+/// after the eventfd write, for models whose wait does not watch fds: sigio).
 ///
 /// Two interest policies, chosen by `Demux::edge_triggered`:
 /// - level-triggered: interest in a direction is registered when an operation first
@@ -38,6 +41,7 @@
 
 #include "../buffers.hpp"
 #include "../core.hpp"
+#include "../result.hpp"
 #include "../sys.hpp"
 #include "concepts.hpp"
 
@@ -82,6 +86,7 @@ public:
         wake_op_.fd = wake_fd_;
         wake_op_.dir = interest::read;
         wake_op_.perform = &drain_wake;
+        if constexpr (requires(Demux& d) { d.set_wake_fd(0); }) demux_.set_wake_fd(wake_fd_);
         if (int err = attach(wake_fd_); err < 0 || (err = park(wake_op_)) < 0) {
             sys::close(wake_fd_);
             throw std::system_error(-err, std::system_category(), "registering the wake-up eventfd");
@@ -99,6 +104,8 @@ public:
 
     /// Registers a new socket: edge-triggered demuxes watch both directions from now on.
     int attach(int fd) noexcept {
+        if constexpr (requires { Demux::fd_limit; })
+            if (fd >= Demux::fd_limit) return detail::negative(errc::fd_too_large);
         slot* s = grow(fd);
         if (!s) return -ENOMEM;
         s->attached = true;
@@ -141,8 +148,20 @@ public:
         return true;
     }
 
-    /// Records that `fd` returned `EAGAIN` or a short result in `dir`.
-    void note_drained(int fd, interest dir) noexcept {
+    /// True when a short read or write is taken to mean "drained": edge-triggered
+    /// demuxes, unless one says `short_io_drains = false` (sigio: a FIN's signal cannot
+    /// be told from a data signal, so after a short read only `EAGAIN` proves the socket
+    /// empty; the extra `recv` finds the EOF that arrived in the same batch).
+    static constexpr bool short_io_drains = [] {
+        if constexpr (requires { Demux::short_io_drains; })
+            return Demux::edge_triggered && Demux::short_io_drains;
+        else
+            return Demux::edge_triggered;
+    }();
+
+    /// Records that `fd` returned `EAGAIN` (`eagain`) or a short result in `dir`.
+    void note_drained(int fd, interest dir, bool eagain = true) noexcept {
+        if (!eagain && !short_io_drains) return;
         if constexpr (Demux::edge_triggered) {
             if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size())
                 slots_[static_cast<std::size_t>(fd)].ready[index(dir)] = false;
@@ -236,7 +255,11 @@ public:
     void wake() noexcept {
         std::uint64_t one = 1;
         [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
+        if constexpr (requires(Demux& d) { d.wake(); }) demux_.wake();
     }
+
+    /// The demultiplexer (diagnostics and tests, e.g. sigio's overflow count).
+    Demux& demux() noexcept { return demux_; }
 
     /// Takes a free buffer from the loop's pool (created on first use): `-ENOBUFS` when
     /// all are on loan, `-ENOMEM` if the pool cannot be allocated.

@@ -1,0 +1,177 @@
+// Failure modes particular to one IO model: select's FD_SETSIZE, sigio's queue
+// overflow, spin's idle sleep, and the edge-triggered models' draining (run on every
+// backend, since a level-triggered one must pass it too).
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ctime>
+
+#include "helpers.hpp"
+
+using namespace weft_test;
+
+TEMPLATE_TEST_CASE("data and FIN arriving together are both seen (no second edge needed)", "[models][drain]",
+                   WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    run_bounded(loop, [&]() -> weft::task<void> {
+        for (int round = 0; round < 50; ++round) {
+            auto p = co_await make_pair(loop);
+            CO_REQUIRE(co_await p.client.write_all(std::string_view("last words")));
+            REQUIRE(p.client.shutdown());
+            (void)co_await weft::sleep_for(std::chrono::milliseconds(round % 2));  // both queued, or not yet
+            std::array<char, 4096> buf;
+            std::string got;
+            for (;;) {
+                auto n = co_await weft::with_timeout(p.server.read_some(buf), 5s);
+                REQUIRE(n);
+                if (*n == 0) break;
+                got.append(buf.data(), *n);
+            }
+            REQUIRE(got == "last words");
+        }
+    }());
+}
+
+TEMPLATE_TEST_CASE("a burst far larger than one read is drained in full after one notification",
+                   "[models][drain]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto p = co_await make_pair(loop);
+        const auto data = pattern(200'000, 11);
+        // The whole burst is in the server's receive buffer before it reads once.
+        CO_REQUIRE(co_await p.client.write_all(data));
+        (void)co_await weft::sleep_for(10ms);
+        std::vector<char> got;
+        std::array<char, 1000> buf;  // 200 reads for one arrival
+        while (got.size() < data.size()) {
+            auto n = co_await weft::with_timeout(p.server.read_some(buf), 5s);
+            REQUIRE(n);
+            REQUIRE(*n > 0);
+            got.insert(got.end(), buf.begin(), buf.begin() + static_cast<long>(*n));
+        }
+        REQUIRE(got == data);
+    }());
+}
+
+TEST_CASE("select: an fd at or above FD_SETSIZE is refused with fd_too_large; other fds keep working",
+          "[models][select]") {
+    using B = weft::backend::select;
+    weft::loop<B> loop;
+    auto listener = weft::tcp_listener<B>::bind(loop, weft::endpoint::loopback_v4(0)).value();
+    auto ep = listener.local_endpoint().value();
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+    if (old.rlim_max < FD_SETSIZE + 64) {
+        WARN("RLIMIT_NOFILE hard limit " << old.rlim_max << " is too low to open fds past FD_SETSIZE: not run");
+        return;
+    }
+    rlimit high = old;
+    high.rlim_cur = FD_SETSIZE + 64;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &high) == 0);
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto [c0, s0] = co_await weft::when_all(weft::tcp_stream<B>::connect(loop, ep), listener.accept());
+        REQUIRE(c0);
+        REQUIRE(s0);
+        // Fill every fd below FD_SETSIZE: the next socket gets a number select cannot hold.
+        std::vector<int> hog;
+        for (int fd; (fd = ::dup(0)) >= 0 && fd < FD_SETSIZE;) hog.push_back(fd);
+        if (!hog.empty() && hog.back() >= FD_SETSIZE) FAIL("dup went past FD_SETSIZE unexpectedly");
+        auto big = co_await weft::tcp_stream<B>::connect(loop, ep);
+        REQUIRE_FALSE(big);
+        REQUIRE(big.error() == weft::errc::fd_too_large);
+        REQUIRE(big.error().message().find("FD_SETSIZE") != std::string::npos);
+        // A raw client still reaches the listener; its accepted fd is too large too, and
+        // accept() says so (and closes it) instead of corrupting memory.
+        int raw = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(raw >= FD_SETSIZE);
+        REQUIRE(::connect(raw, ep.data(), ep.size()) == 0);
+        auto refused = co_await listener.accept();
+        REQUIRE_FALSE(refused);
+        REQUIRE(refused.error() == weft::errc::fd_too_large);
+        char one;
+        REQUIRE(::recv(raw, &one, 1, 0) <= 0);  // the server side was closed
+        ::close(raw);
+        // The connection opened before keeps working.
+        CO_REQUIRE(co_await c0->write_all(std::string_view("still here")));
+        std::array<char, 10> buf;
+        CO_REQUIRE(co_await s0->read_exact(buf));
+        REQUIRE(std::string_view(buf.data(), buf.size()) == "still here");
+        // With low fds free again, new connections are served.
+        for (int fd : hog) ::close(fd);
+        auto [c1, s1] = co_await weft::when_all(weft::tcp_stream<B>::connect(loop, ep), listener.accept());
+        REQUIRE(c1);
+        REQUIRE(s1);
+    }());
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+}
+
+TEST_CASE("sigio: an overflowing real-time signal queue loses no data", "[models][sigio]") {
+    using B = weft::backend::sigio;
+    weft::loop<B> loop;
+    auto listener = weft::tcp_listener<B>::bind(loop, weft::endpoint::loopback_v4(0)).value();
+    auto ep = listener.local_endpoint().value();
+    constexpr int conns = 64;
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_SIGPENDING, &old) == 0);
+    run_bounded(loop, [&]() -> weft::task<void> {
+        std::vector<weft::tcp_stream<B>> servers;
+        std::vector<int> clients;
+        for (int i = 0; i < conns; ++i) {
+            int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            REQUIRE(::connect(c, ep.data(), ep.size()) == 0);
+            clients.push_back(c);
+            servers.push_back((co_await listener.accept()).value());
+        }
+        // Only a handful of signals may be queued now: the rest overflow into SIGIO.
+        rlimit low = old;
+        low.rlim_cur = 2;
+        REQUIRE(::setrlimit(RLIMIT_SIGPENDING, &low) == 0);
+        for (int i = 0; i < conns; ++i) {
+            std::string msg = "message " + std::to_string(i);
+            REQUIRE(::send(clients[static_cast<std::size_t>(i)], msg.data(), msg.size(), MSG_NOSIGNAL) ==
+                    static_cast<ssize_t>(msg.size()));
+        }
+        REQUIRE(::setrlimit(RLIMIT_SIGPENDING, &old) == 0);
+        int done = 0;
+        for (int i = 0; i < conns; ++i) {
+            loop.spawn([](weft::tcp_stream<B>& s, int i, int& done) -> weft::task<void> {
+                std::string want = "message " + std::to_string(i);
+                std::string got(want.size(), '\0');
+                auto r = co_await weft::with_timeout(s.read_exact(std::span(got.data(), got.size())), 5s);
+                REQUIRE(r);
+                REQUIRE(got == want);
+                ++done;
+            }(servers[static_cast<std::size_t>(i)], i, done));
+        }
+        while (done < conns) (void)co_await weft::sleep_for(1ms);
+        REQUIRE(loop.backend().demux().overflows() > 0);
+        for (int c : clients) ::close(c);
+    }());
+    ::setrlimit(RLIMIT_SIGPENDING, &old);
+}
+
+TEST_CASE("spin: with nothing to retry, the loop sleeps until its timer instead of burning CPU",
+          "[models][spin]") {
+    using B = weft::backend::spin;
+    weft::loop<B> loop;
+    auto cpu = [] {
+        timespec t{};
+        ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+        return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+    };
+    auto before = cpu();
+    auto start = weft::clock::now();
+    auto slept = loop.run([]() -> weft::task<bool> {
+        auto r = co_await weft::sleep_for(200ms);
+        co_return static_cast<bool>(r);
+    }());
+    auto wall = weft::clock::now() - start;
+    auto used = cpu() - before;
+    REQUIRE(slept);
+    REQUIRE(wall >= 200ms);
+    // A spinning loop would use ~200 ms of CPU here; a sleeping one next to none.
+    REQUIRE(used < 100ms);
+}
