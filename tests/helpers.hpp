@@ -25,6 +25,17 @@
         }                                                                        \
     } while (0)
 
+/// The documented subset for `backend::blocking` (docs/io-models.md lists every test that
+/// uses this): a test whose premise the thread-per-task model cannot meet says why and
+/// returns on that backend.
+#define WEFT_NOT_ON_BLOCKING(B, why)                                                          \
+    do {                                                                                      \
+        if constexpr (B::kind == weft::backend_kind::blocking) {                              \
+            WARN("not run on " << B::name << ": " << why);                                    \
+            return;                                                                           \
+        }                                                                                     \
+    } while (0)
+
 /// Catch2 2's REQUIRE expands its argument twice (once in dead code), and g++ 12
 /// mis-compiles a `co_await` there (it ran the operation again). Await first, then check.
 #define CO_REQUIRE(...)                       \

@@ -5,7 +5,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <ctime>
+#include <string>
+#include <thread>
 
 #include "helpers.hpp"
 
@@ -174,4 +178,78 @@ TEST_CASE("spin: with nothing to retry, the loop sleeps until its timer instead 
     REQUIRE(wall >= 200ms);
     // A spinning loop would use ~200 ms of CPU here; a sleeping one next to none.
     REQUIRE(used < 100ms);
+}
+
+TEST_CASE("blocking: 1,000 connections are served by 1,000 threads at once", "[models][blocking]") {
+    using B = weft::backend::blocking;
+    constexpr int conns = 1000;
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+    if (old.rlim_max < 2 * conns + 100) {
+        WARN("RLIMIT_NOFILE hard limit " << old.rlim_max << " is too low for " << conns << " connections: not run");
+        return;
+    }
+    rlimit high = old;
+    high.rlim_cur = std::max<rlim_t>(old.rlim_cur, 2 * conns + 100);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &high) == 0);
+    {
+        weft::loop<B> loop;
+        auto listener = weft::tcp_listener<B>::bind(loop, weft::endpoint::loopback_v4(0), {.backlog = conns}).value();
+        auto ep = listener.local_endpoint().value();
+        std::atomic<int> alive{0}, peak{0}, echoed{0};
+        loop.spawn([](weft::loop<B>& l, weft::tcp_listener<B>& lst, std::atomic<int>& alive, std::atomic<int>& peak,
+                      std::atomic<int>& echoed) -> weft::task<void> {
+            for (int i = 0; i < conns; ++i) {
+                auto s = co_await lst.accept();
+                if (!s) co_return;
+                // One session per connection, each on a thread of its own.
+                l.spawn([](weft::tcp_stream<B> s, std::atomic<int>& alive, std::atomic<int>& peak,
+                           std::atomic<int>& echoed) -> weft::task<void> {
+                    int now = ++alive;
+                    for (int p = peak.load(); now > p && !peak.compare_exchange_weak(p, now);) {
+                    }
+                    std::array<char, 64> buf;
+                    for (;;) {
+                        auto n = co_await s.read_some(buf);
+                        if (!n || *n == 0) break;
+                        if (!co_await s.write_all(std::span(buf.data(), *n))) break;
+                        ++echoed;
+                    }
+                    --alive;
+                }(std::move(*s), alive, peak, echoed));
+            }
+        }(loop, listener, alive, peak, echoed));
+        // A plain client thread: every connection opens and gets its echo before any closes.
+        int replies = 0;
+        std::thread client([&] {
+            std::vector<int> fds;
+            for (int i = 0; i < conns; ++i) {
+                int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0 || ::connect(fd, ep.data(), ep.size()) != 0) break;
+                fds.push_back(fd);
+                std::string msg = std::to_string(i);
+                ::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL);
+            }
+            for (std::size_t i = 0; i < fds.size(); ++i) {
+                std::string want = std::to_string(i);
+                std::string got(want.size(), '\0');
+                std::size_t have = 0;
+                while (have < got.size()) {
+                    long r = ::recv(fds[i], got.data() + have, got.size() - have, 0);
+                    if (r <= 0) break;
+                    have += static_cast<std::size_t>(r);
+                }
+                replies += got == want;
+            }
+            for (int fd : fds) ::close(fd);
+        });
+        loop.run();  // returns when the acceptor and every session thread have finished
+        client.join();
+        REQUIRE(replies == conns);
+        REQUIRE(echoed == conns);
+        REQUIRE(peak == conns);  // all sessions were blocked in read at the same time
+        REQUIRE(alive == 0);
+        REQUIRE(loop.live_tasks() == 0);
+    }
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 using namespace weft_test;
@@ -71,34 +72,38 @@ TEMPLATE_TEST_CASE("500 concurrent clients are served", "[tcp]", WEFT_TEST_BACKE
     constexpr int clients = 500;
     auto listener = weft::tcp_listener<TestType>::bind(loop, weft::endpoint::loopback_v4(0)).value();
     auto ep = listener.local_endpoint().value();
-    loop.spawn([](weft::loop<TestType>& l, weft::tcp_listener<TestType>& lst) -> weft::task<void> {
+    // Counted, not REQUIREd, inside the tasks: on backend::blocking they run in parallel
+    // threads, and Catch2 2's assertions are not thread-safe.
+    std::atomic<int> accepted{0}, ok{0};
+    loop.spawn([](weft::loop<TestType>& l, weft::tcp_listener<TestType>& lst,
+                  std::atomic<int>& accepted) -> weft::task<void> {
         for (int i = 0; i < clients; ++i) {
             auto s = co_await lst.accept();
-            REQUIRE(s);
+            if (!s) co_return;
+            ++accepted;
             l.spawn(echo_until_eof(std::move(*s)));
         }
-    }(loop, listener));
-    int ok = 0;
+    }(loop, listener, accepted));
     for (int id = 0; id < clients; ++id) {
-        loop.spawn([](weft::loop<TestType>& l, weft::endpoint ep, int id, int& ok) -> weft::task<void> {
+        loop.spawn([](weft::loop<TestType>& l, weft::endpoint ep, int id, std::atomic<int>& ok) -> weft::task<void> {
             auto c = co_await weft::tcp_stream<TestType>::connect(l, ep);
-            REQUIRE(c);
+            if (!c) co_return;
             const auto msg = pattern(1000 + static_cast<std::size_t>(id), static_cast<std::uint64_t>(id));
-            CO_REQUIRE(co_await c->write_all(msg));
-            REQUIRE(c->shutdown());
+            if (!co_await c->write_all(msg) || !c->shutdown()) co_return;
             std::vector<char> back;
             auto err = co_await read_to_eof(*c, back);
-            REQUIRE_FALSE(err);
-            REQUIRE(back == msg);
-            ++ok;
+            if (!err && back == msg) ++ok;
         }(loop, ep, id, ok));
     }
     run_until_idle(loop);
+    REQUIRE(accepted == clients);
     REQUIRE(ok == clients);
 }
 
 TEMPLATE_TEST_CASE("partial writes with a small SO_SNDBUF lose nothing", "[tcp]", WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
+    WEFT_NOT_ON_BLOCKING(TestType, "a blocking send() returns only once everything is queued, so write_some never "
+                                   "reports the short count this test starts from (it would wait for a reader)");
     weft::loop<TestType> loop;
     run_bounded(loop, [&]() -> weft::task<void> {
         auto p = co_await make_pair(loop);

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <utility>
 
+#include "backend/blocking.hpp"
 #include "backend/epoll.hpp"
 #include "backend/poll.hpp"
 #include "backend/select.hpp"
@@ -48,10 +49,10 @@ struct backend_list {
 /// was built with liburing: `WEFT_HAS_URING`, which the CMake target defines).
 #if WEFT_HAS_URING
 using all_backends = backend_list<backend::select, backend::poll, backend::epoll_lt, backend::epoll_et,
-                                  backend::sigio, backend::spin, backend::uring>;
+                                  backend::sigio, backend::spin, backend::blocking, backend::uring>;
 #else
 using all_backends = backend_list<backend::select, backend::poll, backend::epoll_lt, backend::epoll_et,
-                                  backend::sigio, backend::spin>;
+                                  backend::sigio, backend::spin, backend::blocking>;
 #endif
 
 /// `all_backends::with(name, f)`: runs `f.template operator()<B>()` for the backend named `name`.

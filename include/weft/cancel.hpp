@@ -15,6 +15,7 @@
 #include <functional>
 #include <optional>
 #include <stop_token>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -48,6 +49,7 @@ struct join_child {
             bool await_ready() const noexcept { return false; }
             std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
                 join_counter* c = h.promise().counter;
+                if (!c) return std::noop_coroutine();  // thread per task: the parent joins the thread
                 return --c->remaining == 0 ? c->parent : std::noop_coroutine();
             }
             void await_resume() const noexcept {}
@@ -95,6 +97,10 @@ struct join_awaiter {
 
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> parent) noexcept {
+        if (env->loop && env->loop->threaded()) {
+            run_on_threads();
+            return false;
+        }
         counter.parent = parent;
         counter.remaining = N + 1;  // our own reference: no child can resume the parent early
         for (std::size_t i = 0; i < N; ++i) {
@@ -109,6 +115,32 @@ struct join_awaiter {
     void await_resume() const {
         for (std::size_t i = 0; i < N; ++i)
             if (children[i].h.promise().error) std::rethrow_exception(children[i].h.promise().error);
+    }
+
+private:
+    /// Thread per task (`backend::blocking`): operations block, so concurrency takes
+    /// threads. The first child runs on this thread, each other one on a thread of its
+    /// own; all are joined before the parent goes on (on this thread). A thread that
+    /// cannot be created counts as that child throwing: the siblings are stopped.
+    void run_on_threads() noexcept {
+        std::array<std::thread, N> threads;
+        for (std::size_t i = 0; i < N; ++i) {
+            auto& p = children[i].h.promise();
+            p.env = *env;
+            p.counter = nullptr;
+            p.stop_on_error = stop;
+        }
+        for (std::size_t i = 1; i < N; ++i) {
+            try {
+                threads[i] = std::thread([h = children[i].h] { h.resume(); });
+            } catch (...) {
+                children[i].h.promise().error = std::current_exception();
+                if (stop) stop->request_stop();
+            }
+        }
+        children[0].h.resume();
+        for (auto& t : threads)
+            if (t.joinable()) t.join();
     }
 };
 

@@ -323,7 +323,11 @@ public:
     void rethrow_after_resume(std::exception_ptr e) noexcept { escaped_ = std::move(e); }
 
     /// Debug check of DESIGN invariant 9: loop state is touched from its own thread only.
-    void assert_loop_thread() const noexcept { assert(std::this_thread::get_id() == owner_); }
+    void assert_loop_thread() const noexcept { assert(threaded_ || std::this_thread::get_id() == owner_); }
+
+    /// True for a thread-per-task loop (`backend::blocking`): timers sleep and
+    /// combinators start their children on threads instead of going through the loop.
+    bool threaded() const noexcept { return threaded_; }
 
     /// Queues `fn` to run on the loop thread; safe from any thread.
     void post(std::function<void()> fn) {
@@ -336,6 +340,9 @@ public:
 
 protected:
     ~loop_core() = default;
+
+    /// Called by a thread-per-task loop's constructor (see `threaded()`).
+    void set_threaded() noexcept { threaded_ = true; }
 
     /// Interrupts the backend's wait; must be thread-safe and async-signal-safe.
     virtual void wake_backend() noexcept = 0;
@@ -431,6 +438,7 @@ private:
     std::exception_ptr escaped_;
     spawn_link* spawned_ = nullptr;
     std::size_t live_ = 0;
+    bool threaded_ = false;
     std::function<void(std::exception_ptr)> on_exception_ = &default_exception_handler;
 
     static void default_exception_handler(std::exception_ptr e) noexcept {

@@ -331,7 +331,9 @@ using op_record_t =
 ///   finished, so spurious readiness never reaches user code. After a bounded number of
 ///   synchronous completions the operation yields to the loop instead (fairness);
 /// - a proactor always submits: the backend fills a submission through `Op::prepare`
-///   and hands each completion to `Op::finish` (which may ask to submit again).
+///   and hands each completion to `Op::finish` (which may ask to submit again);
+/// - a blocking backend makes the call on the awaiting thread (`Op::try_now` on a
+///   blocking socket) and never suspends.
 ///
 /// The stop token of the awaiting task cancels a pending operation: it then completes
 /// once with `operation_canceled` (or, on a proactor, its real result if the kernel had
@@ -340,6 +342,7 @@ template <class Backend, class Op>
 class [[nodiscard]] io_awaiter : private detail::op_record_t<Backend> {
     using record = detail::op_record_t<Backend>;
     static constexpr bool is_reactor = Backend::kind == backend_kind::reactor;
+    static constexpr bool is_blocking = Backend::kind == backend_kind::blocking;
 
 public:
     /// An operation `op` on `backend` (null for a closed socket: it fails with `EBADF`);
@@ -355,11 +358,13 @@ public:
     /// the kernel to let go of it), or completed and queued. A completed result that
     /// owns a resource (an accepted fd) is released.
     ~io_awaiter() {
-        stop_.reset();
-        if (this->state == detail::op_state::parked) backend_->forget(*this);
-        if (this->state == detail::op_state::ready) {
-            backend_->core().unqueue(*this);
-            if constexpr (requires { op_.discard(0); }) op_.discard(this->res);
+        if constexpr (!is_blocking) {  // (a blocking call has finished when it returns)
+            stop_.reset();
+            if (this->state == detail::op_state::parked) backend_->forget(*this);
+            if (this->state == detail::op_state::ready) {
+                backend_->core().unqueue(*this);
+                if constexpr (requires { op_.discard(0); }) op_.discard(this->res);
+            }
         }
     }
 
@@ -370,7 +375,9 @@ public:
             this->res = -EBADF;
             return true;
         }
-        if constexpr (is_reactor) {
+        if constexpr (is_blocking) {
+            return false;  // the call needs the task's stop token: made in await_suspend
+        } else if constexpr (is_reactor) {
             if (!backend_->should_try(op_.fd, detail::direction_of(op_))) return false;
             if (!backend_->core().take_budget()) {
                 this->deferred = true;
@@ -386,6 +393,22 @@ public:
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) {
         detail::task_env env = detail::env_of(h);
+        if constexpr (is_blocking) {  // the blocking syscall, on this thread; never suspends
+            this->res = backend_->perform(op_, op_.fd, detail::direction_of(op_), env.token);
+            return false;
+        } else {
+            return park_or_submit(h, env);
+        }
+    }
+
+    /// The operation's result; the single conversion from `int` to `result<T>`.
+    auto await_resume() noexcept {
+        if constexpr (!is_blocking) stop_.reset();
+        return op_.make(this->res);
+    }
+
+private:
+    bool park_or_submit(std::coroutine_handle<> h, const detail::task_env& env) {
         if (env.token.stop_requested()) {
             this->res = -ECANCELED;
             if constexpr (is_reactor) this->deferred = false;
@@ -414,13 +437,6 @@ public:
         return true;
     }
 
-    /// The operation's result; the single conversion from `int` to `result<T>`.
-    auto await_resume() noexcept {
-        stop_.reset();
-        return op_.make(this->res);
-    }
-
-private:
     bool attempt() noexcept {
         this->res = op_.try_now();
         if (this->res == -EAGAIN) {

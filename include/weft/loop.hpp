@@ -80,7 +80,9 @@ public:
     /// throws `std::system_error` naming the cause when the backend cannot start (e.g.
     /// io_uring disabled), with `weft::errc::backend_unavailable` when
     /// `Backend::available()` is false.
-    explicit loop(typename Backend::options opts = {}) : backend_(checked(*this), std::move(opts)) {}
+    explicit loop(typename Backend::options opts = {}) : backend_(checked(*this), std::move(opts)) {
+        if constexpr (threaded) set_threaded();
+    }
     loop(const loop&) = delete;
     loop& operator=(const loop&) = delete;
 
@@ -91,12 +93,30 @@ public:
         destroy_spawned();
     }
 
-    /// Runs `t` to completion on this thread and returns its value (or rethrows its
+    /// Runs `t` to completion on this thread (`backend::blocking`: on a thread of its
+    /// own, while this one runs posts) and returns its value (or rethrows its
     /// exception). Spawned tasks make progress meanwhile. If `stop()` is called first,
     /// destroys `t` and throws `std::system_error` with `operation_canceled`.
     template <class T>
     T run(task<T> t) {
         auto h = t.handle();
+        if constexpr (threaded) {  // the task gets a thread; this one runs posts meanwhile
+            std::atomic<bool> done{false};
+            std::stop_source stop;
+            backend_.start([this, h](std::stop_token st) { backend_.run_on_this_thread(h, std::move(st)); },
+                           stop.get_token(), &done);
+            bool cancelled = false;
+            while (!done.load(std::memory_order_acquire)) {
+                if (stop_requested_.exchange(false, std::memory_order_acq_rel)) {
+                    cancelled = true;
+                    stop.request_stop();  // its blocking calls are interrupted; wait for it
+                }
+                step();
+            }
+            if (cancelled)
+                throw std::system_error(std::make_error_code(std::errc::operation_canceled), "loop stopped");
+            return h.promise().take();
+        }
         h.promise().env = {this, {}};
         h.resume();
         while (!h.done()) {
@@ -124,6 +144,10 @@ public:
     /// Starts `t` detached: the loop owns its frame until it ends. `token` cancels its
     /// operations. An exception escaping `t` goes to the exception handler.
     void spawn(task<void> t, std::stop_token token = {}) {
+        if constexpr (threaded) {
+            backend_.spawn(std::move(t), std::move(token));
+            return;
+        }
         detail::spawned_frame f = detail::run_spawned(std::move(t));
         auto& p = f.h.promise();
         p.env = {this, std::move(token)};
@@ -134,7 +158,8 @@ public:
     }
 
     /// Makes `run()` return (and `run(task)` throw) at the next iteration. Thread-safe
-    /// and async-signal-safe, so a SIGINT handler may call it.
+    /// and async-signal-safe, so a SIGINT handler may call it. (`backend::blocking`:
+    /// the task threads go on after `run()` returns; destroying the loop stops them.)
     void stop() noexcept {
         stop_requested_.store(true, std::memory_order_release);
         backend_.wake();
@@ -151,7 +176,10 @@ public:
     }
 
     /// Number of spawned tasks that have not finished yet.
-    std::size_t live_tasks() const noexcept { return loop_core::live_tasks(); }
+    std::size_t live_tasks() const noexcept {
+        if constexpr (threaded) return backend_.live_tasks();
+        return loop_core::live_tasks();
+    }
 
     /// Number of timers waiting for their deadline.
     std::size_t pending_timers() const noexcept { return loop_core::pending_timers(); }
@@ -168,6 +196,9 @@ public:
     Backend& backend() noexcept { return backend_; }
 
 private:
+    /// Thread per task (`backend::blocking`): spawn, run and timers use threads.
+    static constexpr bool threaded = Backend::kind == backend_kind::blocking;
+
     static detail::loop_core& checked(detail::loop_core& core) {
         if (!Backend::available())
             throw std::system_error(make_error_code(errc::backend_unavailable), std::string(Backend::name));

@@ -57,6 +57,18 @@ inline int inject(call site, int fd, std::size_t& len) noexcept {
 
 /// Turns a libc return value into the internal convention.
 inline long check(long r) noexcept { return r >= 0 ? r : -static_cast<long>(errno); }
+
+/// Set by `backend::blocking` for the duration of one blocking call on this thread:
+/// when it reads true, an `EINTR` is the canceller's signal and is returned instead of
+/// retried. Null everywhere else, so other backends always retry.
+inline thread_local const std::atomic<bool>* interrupt_flag = nullptr;
+
+/// True if `r` is an `EINTR` that must end the call (see `interrupt_flag`).
+inline bool interrupted(long r) noexcept {
+    if (r != -EINTR) return false;
+    const std::atomic<bool>* f = interrupt_flag;
+    return f != nullptr && f->load(std::memory_order_acquire);
+}
 }  // namespace detail
 
 /// Installs `hook` (or removes it with nullptr) for every later syscall; returns the previous hook.
@@ -69,7 +81,7 @@ inline long recv(int fd, void* buf, std::size_t len, int flags) noexcept {
     for (;;) {
         long r = detail::inject(call::recv, fd, len);
         if (r == 0) r = detail::check(::recv(fd, buf, len, flags));
-        if (r != -EINTR) return r;
+        if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
 
@@ -78,7 +90,7 @@ inline long send(int fd, const void* buf, std::size_t len, int flags) noexcept {
     for (;;) {
         long r = detail::inject(call::send, fd, len);
         if (r == 0) r = detail::check(::send(fd, buf, len, flags | MSG_NOSIGNAL));
-        if (r != -EINTR) return r;
+        if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
 
@@ -89,7 +101,7 @@ inline long sendmsg(int fd, const msghdr* msg, int flags) noexcept {
         std::size_t len = 0;
         long r = detail::inject(call::send, fd, len);
         if (r == 0) r = detail::check(::sendmsg(fd, msg, flags | MSG_NOSIGNAL));
-        if (r != -EINTR) return r;
+        if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
 
@@ -99,7 +111,7 @@ inline long recvmsg(int fd, msghdr* msg, int flags) noexcept {
         std::size_t len = 0;
         long r = detail::inject(call::recv, fd, len);
         if (r == 0) r = detail::check(::recvmsg(fd, msg, flags));
-        if (r != -EINTR) return r;
+        if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
 
@@ -109,7 +121,7 @@ inline int accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags) noexcep
         std::size_t none = 0;
         int r = detail::inject(call::accept, fd, none);
         if (r == 0) r = static_cast<int>(detail::check(::accept4(fd, addr, addrlen, flags | SOCK_CLOEXEC)));
-        if (r != -EINTR) return r;
+        if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
 
@@ -170,7 +182,7 @@ inline int getpeername(int fd, sockaddr* addr, socklen_t* len) noexcept {
 inline int open(const char* path, int flags) noexcept {
     for (;;) {
         int r = static_cast<int>(detail::check(::open(path, flags | O_CLOEXEC)));
-        if (r != -EINTR) return r;
+        if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
 
@@ -189,7 +201,7 @@ inline int poll(pollfd* fds, nfds_t n, int timeout_ms) noexcept {
 inline long read(int fd, void* buf, std::size_t len) noexcept {
     for (;;) {
         long r = detail::check(::read(fd, buf, len));
-        if (r != -EINTR) return r;
+        if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
 
@@ -197,7 +209,7 @@ inline long read(int fd, void* buf, std::size_t len) noexcept {
 inline long write(int fd, const void* buf, std::size_t len) noexcept {
     for (;;) {
         long r = detail::check(::write(fd, buf, len));
-        if (r != -EINTR) return r;
+        if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
 

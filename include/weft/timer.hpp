@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <stop_token>
 
@@ -11,6 +13,22 @@
 #include "result.hpp"
 
 namespace weft {
+
+namespace detail {
+/// A timer of a thread-per-task loop: sleeps on the calling thread until `deadline`
+/// (0) or until `token` is stopped first (`-ECANCELED`).
+inline int sleep_on_this_thread(clock::time_point deadline, const std::stop_token& token) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lk(m);
+    if (deadline == clock::time_point::max()) {
+        cv.wait(lk, token, [] { return false; });
+        return -ECANCELED;
+    }
+    cv.wait_until(lk, token, deadline, [] { return false; });
+    return clock::now() >= deadline ? 0 : -ECANCELED;  // a fired timer stays fired
+}
+}  // namespace detail
 
 /// Awaitable that completes at a deadline; `co_await` yields `result<void>`.
 ///
@@ -53,6 +71,10 @@ public:
         }
         if (env.token.stop_requested()) {
             this->res = -ECANCELED;
+            return false;
+        }
+        if (loop_->threaded()) {  // thread per task: this thread sleeps
+            this->res = detail::sleep_on_this_thread(this->deadline, env.token);
             return false;
         }
         this->continuation = h;

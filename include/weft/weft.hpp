@@ -3,6 +3,7 @@
 /// @brief Umbrella header: everything public in weft.
 #pragma once
 
+#include "backend/blocking.hpp"
 #include "backend/concepts.hpp"
 #include "backend/epoll.hpp"
 #include "backend/poll.hpp"
