@@ -1,4 +1,6 @@
 // Combinators: when_any, when_all, with_timeout, with_stop_token, spawn with a token.
+#include <atomic>
+
 #include "helpers.hpp"
 
 using namespace weft_test;
@@ -57,7 +59,7 @@ TEMPLATE_TEST_CASE("cancellation propagates from an outer token to nested tasks"
     WEFT_REQUIRE_BACKEND(TestType);
     weft::loop<TestType> loop;
     std::stop_source src;
-    int cancelled = 0;
+    std::atomic<int> cancelled{0};  // blocking: the children are threads
     auto inner = [&]() -> weft::task<void> {
         auto r = co_await weft::sleep_for(std::chrono::hours(1));
         if (r.error() == std::errc::operation_canceled) ++cancelled;

@@ -85,7 +85,7 @@ TEMPLATE_TEST_CASE("many posts from two threads all run exactly once", "[loop][t
     WEFT_REQUIRE_BACKEND(TestType);
     weft::loop<TestType> loop;
     constexpr int per_thread = 20'000;
-    int ran = 0;  // touched only on the loop thread
+    std::atomic<int> ran{0};  // run on the loop thread; read by the task (a thread of its own on blocking)
     auto producer = [&] {
         for (int i = 0; i < per_thread; ++i) loop.post([&] { ++ran; });
     };

@@ -253,3 +253,60 @@ TEST_CASE("blocking: 1,000 connections are served by 1,000 threads at once", "[m
     }
     REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
 }
+
+// Written for ThreadSanitizer (CI runs the [blocking] tests under it): results go into
+// atomics and are checked on this thread after the task threads are joined, because
+// Catch2 2's assertions are not thread-safe.
+TEST_CASE("blocking: timeouts, close() from another task and loop teardown interrupt blocked calls",
+          "[models][blocking]") {
+    using B = weft::backend::blocking;
+    std::atomic<int> timed_out{0}, reused{0}, cancelled_by_close{0}, ended_by_teardown{0};
+    const int raw_peer = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(raw_peer >= 0);
+    {
+        weft::loop<B> loop;
+        auto listener = weft::tcp_listener<B>::bind(loop, weft::endpoint::loopback_v4(0)).value();
+        auto ep = listener.local_endpoint().value();
+        loop.run([&]() -> weft::task<void> {
+            auto [c, s] = co_await weft::when_all(weft::tcp_stream<B>::connect(loop, ep), listener.accept());
+            if (!c || !s) co_return;
+            std::array<char, 8> buf;
+            for (int i = 0; i < 20; ++i) {  // each read is blocked in recv() when its timer fires
+                auto r = co_await weft::with_timeout(s->read_some(buf), 5ms);
+                if (!r && r.error() == std::errc::timed_out) ++timed_out;
+            }
+            // Interrupted calls leave the socket usable.
+            if (co_await c->write_all(std::string_view("ping"))) {
+                auto n = co_await s->read_exact(std::span(buf.data(), 4));
+                if (n && std::string_view(buf.data(), 4) == "ping") ++reused;
+            }
+            // close() from another task completes the blocked read with operation_canceled.
+            auto blocked = [&]() -> weft::task<void> {
+                std::array<char, 8> b;
+                auto r = co_await s->read_some(b);
+                if (!r && r.error() == std::errc::operation_canceled) ++cancelled_by_close;
+            };
+            auto closer = [&]() -> weft::task<void> {
+                (void)co_await weft::sleep_for(5ms);
+                (void)s->close();
+            };
+            co_await weft::when_all(blocked(), closer());
+            // A task still blocked when the loop dies is interrupted and joined (its peer,
+            // a plain socket, stays open until after that).
+            if (::connect(raw_peer, ep.data(), ep.size()) != 0) co_return;
+            auto quiet = co_await listener.accept();
+            if (!quiet) co_return;
+            loop.spawn([](weft::tcp_stream<B> st, std::atomic<int>& ended) -> weft::task<void> {
+                std::array<char, 8> b;
+                (void)co_await st.read_some(b);
+                ++ended;
+            }(std::move(*quiet), ended_by_teardown));
+        }());
+        REQUIRE(loop.live_tasks() == 1);
+    }
+    ::close(raw_peer);
+    REQUIRE(timed_out == 20);
+    REQUIRE(reused == 1);
+    REQUIRE(cancelled_by_close == 1);
+    REQUIRE(ended_by_teardown == 1);
+}

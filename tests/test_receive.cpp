@@ -1,6 +1,8 @@
 // receive(): provided buffers on every backend (io_uring's buffer ring, the reactors' pool).
 // The scenarios are templates over the loop options too, so the uring tests can run them
 // again with multishot recv switched off.
+#include <atomic>
+
 #include "alloc_counter.hpp"
 #include "helpers.hpp"
 #include "receive_scenarios.hpp"
@@ -23,19 +25,21 @@ TEMPLATE_TEST_CASE("receive() holds no buffer while idle and waits when all are 
     run_bounded(loop, [&]() -> weft::task<void> {
         std::vector<tcp_pair<TestType>> pairs;
         for (int i = 0; i < conns; ++i) pairs.push_back(co_await make_pair(loop));
-        std::vector<weft::buffer_lease> held;
+        // One slot per task, and an atomic count: on backend::blocking the tasks are threads.
+        std::vector<weft::buffer_lease> held(conns);
         std::vector<std::string> got(conns);
-        int finished = 0;
+        std::atomic<int> finished{0};
         for (int i = 0; i < conns; ++i) {
-            loop.spawn([](weft::tcp_stream<TestType>& s, std::vector<weft::buffer_lease>& held, std::string& out,
-                          int& finished) -> weft::task<void> {
+            const auto k = static_cast<std::size_t>(i);
+            loop.spawn([](weft::tcp_stream<TestType>& s, weft::buffer_lease& held, std::string& out,
+                          std::atomic<int>& finished) -> weft::task<void> {
                 auto lease = co_await s.receive();
                 if (lease && !lease->empty()) {
                     out.assign(lease->text());
-                    held.push_back(std::move(*lease));  // keep it on loan
+                    held = std::move(*lease);  // keep it on loan
                 }
                 ++finished;
-            }(pairs[static_cast<std::size_t>(i)].server, held, got[static_cast<std::size_t>(i)], finished));
+            }(pairs[k].server, held[k], got[k], finished));
         }
         (void)co_await weft::sleep_for(20ms);
         // Eight receives wait on idle sockets, and not one buffer is taken.
@@ -49,11 +53,11 @@ TEMPLATE_TEST_CASE("receive() holds no buffer while idle and waits when all are 
         // Four got a buffer and keep it; four wait for one (ENOBUFS), losing nothing.
         REQUIRE(finished == 4);
         REQUIRE(loop.backend().free_buffers() == 0);
-        held.clear();  // give the buffers back: the waiting receives go on
+        for (auto& h : held) h = {};  // give the buffers back: the waiting receives go on
         while (finished < conns) (void)co_await weft::sleep_for(1ms);
         for (int i = 0; i < conns; ++i)
             REQUIRE(got[static_cast<std::size_t>(i)] == "message from connection " + std::to_string(i));
-        held.clear();
+        for (auto& h : held) h = {};
         REQUIRE(loop.backend().free_buffers() == 4);
     }());
 }

@@ -328,8 +328,8 @@ TEMPLATE_TEST_CASE("a firehose connection cannot starve timers or other sockets"
         }
     });
     std::this_thread::sleep_for(50ms);  // let the queue fill before the loop reads
-    int ticks_while_reading = 0;
-    bool reader_done = false;
+    std::atomic<int> ticks_while_reading{0};  // blocking: reader and ticker are threads
+    std::atomic<bool> reader_done{false};
     auto reader = [&]() -> weft::task<void> {
         std::array<char, 64> small;  // tiny reads: thousands of synchronous completions
         std::size_t got = 0;

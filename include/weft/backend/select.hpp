@@ -35,6 +35,7 @@ public:
     /// select exists everywhere.
     static bool available() noexcept { return true; }
 
+    /// Starts with empty sets.
     select_demux() noexcept {
         FD_ZERO(&read_);
         FD_ZERO(&write_);
