@@ -405,12 +405,12 @@ private:
     };
 
     void finished(task_thread& rec) noexcept {
+        live_.fetch_sub(1, std::memory_order_acq_rel);  // first: whoever sees `done` sees it gone
         {
             std::lock_guard lk(threads_mutex_);
             rec.done = true;
             if (rec.done_flag) rec.done_flag->store(true, std::memory_order_release);
         }
-        live_.fetch_sub(1, std::memory_order_acq_rel);
         wake();
     }
 
