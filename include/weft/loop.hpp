@@ -87,7 +87,9 @@ public:
     loop& operator=(const loop&) = delete;
 
     /// Destroys suspended tasks' frames (without resuming them), then the backend.
+    /// (`backend::blocking`: first cancels every task thread and joins it.)
     ~loop() {
+        if constexpr (threaded) backend_.shutdown();  // task threads end before the loop's state goes
         drop_ready();
         drop_posted();
         destroy_spawned();

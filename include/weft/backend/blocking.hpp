@@ -106,6 +106,13 @@ public:
     blocking& operator=(const blocking&) = delete;
     /// Cancels every task (their blocking calls are interrupted) and joins every thread.
     ~blocking() {
+        shutdown();
+        sys::close(wake_fd_);
+    }
+
+    /// Cancels every task and joins every thread (the loop calls it first thing in its
+    /// destructor, so no task thread touches the loop while it is torn down).
+    void shutdown() noexcept {
         stop_all();
         for (;;) {
             std::thread t;
@@ -120,7 +127,6 @@ public:
             if (!t.joinable()) break;
             t.join();
         }
-        sys::close(wake_fd_);
     }
 
     /// The loop this backend belongs to.
