@@ -115,6 +115,8 @@ public:
                 }
                 step();
             }
+            // A stop() that raced with the task's end (it may be what ended it) still counts.
+            if (stop_requested_.exchange(false, std::memory_order_acq_rel)) cancelled = true;
             if (cancelled)
                 throw std::system_error(std::make_error_code(std::errc::operation_canceled), "loop stopped");
             return h.promise().take();
