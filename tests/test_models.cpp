@@ -268,7 +268,10 @@ TEST_CASE("blocking: timeouts, close() from another task and loop teardown inter
         auto listener = weft::tcp_listener<B>::bind(loop, weft::endpoint::loopback_v4(0)).value();
         auto ep = listener.local_endpoint().value();
         loop.run([&]() -> weft::task<void> {
-            auto [c, s] = co_await weft::when_all(weft::tcp_stream<B>::connect(loop, ep), listener.accept());
+            // Not a structured binding: clang 14 cannot capture one in the lambdas below.
+            auto both = co_await weft::when_all(weft::tcp_stream<B>::connect(loop, ep), listener.accept());
+            auto& c = std::get<0>(both);
+            auto& s = std::get<1>(both);
             if (!c || !s) co_return;
             std::array<char, 8> buf;
             for (int i = 0; i < 20; ++i) {  // each read is blocked in recv() when its timer fires
