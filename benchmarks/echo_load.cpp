@@ -3,11 +3,22 @@
 // core of its own): cheap enough per message to outrun the servers it measures.
 //
 //   echo_load --port P [--host 127.0.0.1] [--connections N] [--size S] [--depth D]
-//             [--seconds T] [--warmup W]
+//             [--seconds T] [--warmup W] [--messages M] [--idle]
+//
+// --messages M runs a fixed count instead of a fixed time: exactly M messages are sent
+// and echoed (no warm-up; --seconds becomes a time limit, and missing it is an error).
+// Two such runs of different M, each against a fresh server, let a caller subtract
+// everything that is not per message (start-up, accepts, teardown) from a counter read
+// over the server's whole life: instructions under callgrind, syscalls, allocations.
+// --idle opens the connections, echoes one message on each (so the server has set up
+// each session and read from it), prints "idle connections=N" and then holds the
+// connections open, sending nothing, until SIGINT or SIGTERM: the server's memory per
+// idle connection is measured meanwhile.
 //
 // Every echoed byte is checked against what was sent (byte o of connection c's stream is
 // a function of c and o); a wrong byte, a reset or an early EOF is an error, and any
-// error makes the exit status 1. Only loopback targets are accepted. Prints one line:
+// error makes the exit status 1. Only loopback targets are accepted. Prints "window"
+// when the measured window opens (after the warm-up), and at its end one line:
 //   msgs=M seconds=T msgs_per_s=R mib_per_s=B p50_us=.. p99_us=.. p999_us=..
 //   errors=E client_cpu_pct=C total_msgs=A
 // where M, R, B and the latencies cover the measured window only, and total_msgs counts
@@ -18,6 +29,7 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <csignal>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -59,10 +71,13 @@ struct load {
     std::size_t size = 64, depth = 1;
     bool measuring = false;
     std::uint64_t msgs = 0, total_msgs = 0, errors = 0;
+    std::uint64_t budget = UINT64_MAX;  ///< messages still to start (--messages, --idle)
     std::vector<std::uint32_t> latencies_ns;  ///< measured window only
     int ep = -1;
 
     void start_message(connection& c, steady::time_point now) {
+        if (budget == 0) return;
+        --budget;
         c.started[(c.first + c.in_flight) % depth] = now;
         ++c.in_flight;
         c.queued += size;
@@ -184,7 +199,7 @@ double percentile_us(std::vector<std::uint32_t>& v, double q) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    auto args = example::parse(argc, argv);
+    auto args = example::parse(argc, argv, {"--help", "--idle"});
     std::string host = args.get("--host").value_or("127.0.0.1");
     auto port = example::port_or_exit(args.get("--port").value_or("0"));
     auto conns = example::number_or_exit("--connections", args.get("--connections").value_or("1"), 1, 100000);
@@ -193,6 +208,27 @@ int main(int argc, char** argv) {
     L.depth = example::number_or_exit("--depth", args.get("--depth").value_or("1"), 1, 1024);
     auto seconds = example::number_or_exit("--seconds", args.get("--seconds").value_or("5"), 1, 3600);
     auto warmup = example::number_or_exit("--warmup", args.get("--warmup").value_or("1"), 0, 3600);
+    auto fixed = example::number_or_exit("--messages", args.get("--messages").value_or("0"), 0, 1ULL << 40);
+    const bool idle = args.get("--idle").has_value();
+    if (idle && fixed) {
+        std::fprintf(stderr, "error: --idle and --messages exclude each other\n");
+        return 2;
+    }
+    if (idle) {  // one message per connection, then hold
+        fixed = conns;
+        L.depth = 1;
+    }
+    // The measured window starts: said on stdout at once, so a caller can read the
+    // server's CPU counters at the same moment (and again at the result line).
+    auto start_window = [] {
+        std::printf("window\n");
+        std::fflush(stdout);
+    };
+    if (fixed) {
+        L.budget = fixed;
+        L.measuring = true;
+        warmup = 0;
+    }
     if (port == 0) {
         std::fprintf(stderr, "error: --port is required\n");
         return 2;
@@ -226,18 +262,20 @@ int main(int argc, char** argv) {
         ::epoll_ctl(L.ep, EPOLL_CTL_ADD, c.fd, &ev);
     }
     now = steady::now();
+    if (fixed && !idle) start_window();
     for (auto& c : cs) {
         for (std::size_t k = 0; k < L.depth; ++k) L.start_message(c, now);
         L.flush(c);
     }
     const auto measure_from = now + std::chrono::seconds(warmup);
     const auto end = measure_from + std::chrono::seconds(seconds);
-    double cpu0 = 0;
+    double cpu0 = fixed ? cpu_seconds() : 0;
     std::vector<epoll_event> events(1024);
-    while (now < end && L.errors == 0) {
+    while (now < end && L.errors == 0 && !(fixed && L.total_msgs == fixed)) {
         int n = ::epoll_wait(L.ep, events.data(), static_cast<int>(events.size()), 100);
         now = steady::now();
         if (!L.measuring && now >= measure_from) {
+            start_window();
             L.measuring = true;
             cpu0 = cpu_seconds();
             L.latencies_ns.reserve(1 << 20);
@@ -248,6 +286,24 @@ int main(int argc, char** argv) {
             if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) L.drain(c, now);
             if (c.fd >= 0 && (events[i].events & EPOLLOUT)) L.flush(c);
         }
+    }
+    if (fixed && L.errors == 0 && L.total_msgs != fixed) {
+        std::fprintf(stderr, "error: only %llu of %llu messages were echoed within %lu s\n",
+                     static_cast<unsigned long long>(L.total_msgs), static_cast<unsigned long long>(fixed), seconds);
+        ++L.errors;
+    }
+    if (idle && L.errors == 0) {
+        // Hold the connections, silent, until told to stop; the signals are blocked and
+        // taken with sigwait, so no handler runs and the exit below closes everything.
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGINT);
+        sigaddset(&stop, SIGTERM);
+        ::sigprocmask(SIG_BLOCK, &stop, nullptr);
+        std::printf("idle connections=%lu\n", conns);
+        std::fflush(stdout);
+        int sig = 0;
+        ::sigwait(&stop, &sig);
     }
     double window = std::chrono::duration<double>(now - measure_from).count();
     double cpu = L.measuring ? cpu_seconds() - cpu0 : 0;

@@ -1,19 +1,30 @@
 // Benchmark echo server: echoes every byte, TCP_NODELAY, one loop thread.
 //
-//   echo_server --backend NAME [--port N] [--api read_some|receive] [--multishot on|off]
+//   echo_server --backend NAME [--port N] [--api auto|read_some|receive] [--multishot on|off]
 //
 // NAME is any backend of weft::all_backends, or `epoll_lt_eager` (the textbook
 // level-triggered interest policy, kept to measure epoll_lt's lazy one against it).
-// --api picks how sessions read: read_some into their own buffer, or receive() leases
-// from the backend's provided buffers. --multishot off makes uring's receive() use one
-// single-shot recv per call (to measure what multishot recv buys).
-// Prints "port N" once listening; runs until SIGINT/SIGTERM.
+// --api picks how sessions read: read_some into their own 16 KiB buffer, or receive()
+// leases from the backend's provided buffers. `auto` (the default) is receive() on every
+// backend: it was as fast as read_some or faster in every measured cell (see
+// docs/io-models.md), and an idle session then holds no buffer of its own.
+// --multishot off makes uring's receive() use one single-shot recv per call (to
+// measure what multishot recv buys).
+// Prints "port N" once listening; runs until SIGINT/SIGTERM, then exits with 0.
+// `echo_server --list` prints one line per backend it can run: its name, and
+// `fd_limit=N` when the backend refuses descriptors from N up (select's FD_SETSIZE);
+// the benchmark runner takes its list of weft servers from it.
+//
+// Linked a second time with count_allocations.cpp as `echo_server_counting`, which
+// prints the number of heap allocations of its whole run at exit (allocations=N).
 #include <weft/weft.hpp>
 
 #include <cstdio>
+#include <limits>
 #include <string>
 
 #include "args.hpp"
+
 
 namespace {
 
@@ -85,21 +96,31 @@ int run(const settings& set) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    auto args = example::parse(argc, argv);
+    auto args = example::parse(argc, argv, {"--help", "--list"});
+    if (args.get("--list")) {
+        auto list = []<class B>() {
+            std::printf("%.*s", static_cast<int>(B::name.size()), B::name.data());
+            if constexpr (requires { B::fd_limit; })
+                if (B::fd_limit < std::numeric_limits<int>::max()) std::printf(" fd_limit=%d", B::fd_limit);
+            std::printf("\n");
+        };
+        weft::all_backends::each(list);
+        return 0;
+    }
     settings set;
     set.port = example::port_or_exit(args.get("--port").value_or("0"));
     std::string name = args.get("--backend").value_or("epoll_et");
-    std::string api = args.get("--api").value_or("read_some");
+    std::string api = args.get("--api").value_or("auto");
     std::string multishot = args.get("--multishot").value_or("on");
-    if (api != "read_some" && api != "receive") {
-        std::fprintf(stderr, "error: --api must be read_some or receive, not '%s'\n", api.c_str());
+    if (api != "auto" && api != "read_some" && api != "receive") {
+        std::fprintf(stderr, "error: --api must be auto, read_some or receive, not '%s'\n", api.c_str());
         return 2;
     }
     if (multishot != "on" && multishot != "off") {
         std::fprintf(stderr, "error: --multishot must be on or off, not '%s'\n", multishot.c_str());
         return 2;
     }
-    set.receive = api == "receive";
+    set.receive = api != "read_some";
     set.multishot = multishot == "on";
     using measured = weft::backend_list<weft::backend::epoll_lt_eager>;
     int rc = 2;

@@ -203,6 +203,15 @@ public:
         ++size_;
         return true;
     }
+    /// Makes room for `n` elements (rounded up to a power of two) while empty, so the
+    /// first pushes allocate nothing; throws `std::bad_alloc` like `std::vector`.
+    void reserve(std::size_t n) {
+        if (size_ != 0 || n <= slots_.size()) return;
+        std::size_t cap = 8;
+        while (cap < n) cap *= 2;
+        slots_.resize(cap);
+        head_ = 0;
+    }
     T& front() noexcept { return slots_[head_]; }
     T pop() noexcept {
         T v = std::move(slots_[head_]);

@@ -30,6 +30,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -60,6 +61,13 @@ public:
     static constexpr bool edge_triggered = Demux::edge_triggered;
     /// Reactor sockets never block: every syscall may return `EAGAIN`.
     static constexpr int socket_flags = SOCK_NONBLOCK;
+    /// Descriptors at or above this are refused with `weft::errc::fd_too_large` (the
+    /// demultiplexer's `fd_limit`, e.g. `FD_SETSIZE` for select; INT_MAX when it has none),
+    /// so a server can tell how many connections the model can hold before it tries.
+    static constexpr int fd_limit = [] {
+        if constexpr (requires { Demux::fd_limit; }) return int{Demux::fd_limit};
+        else return std::numeric_limits<int>::max();
+    }();
     /// The operation record type parked here.
     using op_type = detail::reactor_op;
     /// Settings: the pool behind `tcp_stream::receive()` (allocated on first use).
@@ -104,8 +112,7 @@ public:
 
     /// Registers a new socket: edge-triggered demuxes watch both directions from now on.
     int attach(int fd) noexcept {
-        if constexpr (requires { Demux::fd_limit; })
-            if (fd >= Demux::fd_limit) return detail::negative(errc::fd_too_large);
+        if (fd >= fd_limit) return detail::negative(errc::fd_too_large);
         slot* s = grow(fd);
         if (!s) return -ENOMEM;
         s->attached = true;

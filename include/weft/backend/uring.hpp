@@ -593,6 +593,10 @@ private:
                 auto m = std::make_unique<multishot>();
                 m->fd = fd;
                 m->what = what;
+                // A stream's read-ahead queue gets its room now, with the state: it
+                // holds at most max_read_ahead completions plus the few already on their
+                // way when the request is cancelled, so it never grows later, mid-stream.
+                if (what == multishot::kind::recv) m->queued.reserve(2 * max_read_ahead);
                 *entry = std::move(m);
             } catch (...) {
                 return nullptr;

@@ -1,0 +1,868 @@
+#!/usr/bin/env python3
+"""The backend comparison: every weft backend against Asio, libuv, Tokio and two
+hand-written C baselines, on a loopback echo.
+
+    python3 benchmarks/run.py            # quick: a few cells, prints the table (< 5 min)
+    python3 benchmarks/run.py --full     # the whole matrix, memory, callgrind, compile time
+
+Each server is pinned to CPU 0 and the load generator (benchmarks/echo_load) to CPU 1.
+For every cell (connections x message size x pipeline depth) the servers run in an
+order that rotates between repetitions, and the medians are reported. Per cell and
+server the runner records:
+  - msgs/s and p50/p99/p99.9 latency (from echo_load);
+  - server CPU per message, split into user and system: utime and stime of all the
+    server's threads from /proc/PID/stat, read when echo_load opens its measured window
+    and again when it closes it, divided by the messages of that window; the server's
+    CPU% over the window, and echo_load's own (a cell whose server is below 90% is
+    marked client-bound: the load generator, not the server, set the pace);
+  - syscalls per message, from separate counted runs: `perf stat -e
+    raw_syscalls:sys_enter` over a fresh server's whole life, for two fixed message
+    counts; the difference of the counts over the difference of the messages leaves out
+    start-up, accepts and teardown;
+  - for weft servers, heap allocations per message, the same way (echo_server_counting).
+With --full also: server RSS per idle connection at 10,000 idle connections,
+user-space instructions per message under callgrind (again two fixed counts), and the
+compile time and binary size of examples/upper_echo_server.cpp against the Asio peer.
+
+Outputs in --out (default build/bench, or benchmarks/results with --full): runs.csv
+(every run), results.csv (medians), REPORT.md, and plots (PNG and SVG) when
+python3-matplotlib is installed. Servers are stopped by PID with SIGTERM; the runner
+kills nothing it did not start.
+"""
+
+import argparse
+import csv
+import datetime
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "default"
+TOKIO_BUILD = ROOT / "build" / "tokio"
+
+# Peers: report name -> (CMake target or None, binary, what they are).
+PEERS = {
+    "c_epoll": ("c_epoll_echo", BUILD / "benchmarks/peers/c_epoll_echo",
+                "hand-written C, edge-triggered epoll, short read = drained"),
+    "c_uring": ("c_uring_echo", BUILD / "benchmarks/peers/c_uring_echo",
+                "hand-written C, liburing: multishot accept + recv, buffer ring, DEFER_TASKRUN"),
+    "asio": ("asio_echo", BUILD / "benchmarks/peers/asio_echo", "standalone Asio, C++20 coroutines, epoll reactor"),
+    "asio_uring": ("asio_uring_echo", BUILD / "benchmarks/peers/asio_uring_echo",
+                   "standalone Asio, C++20 coroutines, ASIO_HAS_IO_URING + ASIO_DISABLE_EPOLL"),
+    "libuv": ("uv_echo", BUILD / "benchmarks/peers/uv_echo", "libuv, default loop (epoll)"),
+    "tokio": (None, TOKIO_BUILD / "release/tokio_echo", "Tokio, current-thread runtime"),
+}
+# The cells the issue's targets are judged on (server-bound: the load generator keeps up).
+TARGET_CELLS = [(64, 64, 1), (64, 64, 16), (1000, 64, 1), (1000, 64, 16)]
+FULL_CELLS = [(c, s, d) for c in (1, 64, 1000, 10000) for s in (64, 4096) for d in (1, 16)]
+QUICK_CELLS = [(64, 64, 1), (1000, 64, 16)]
+IDLE_CONNECTIONS = 10000
+CLIENT_BOUND_BELOW = 90.0  # server CPU% under which a cell is marked client-bound
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- building
+
+def build(only):
+    """Builds echo_server, echo_load and every peer that can be built; returns
+    {peer: reason} for the peers that cannot."""
+    skipped = {}
+    log("== building (cmake --preset default, Release)")
+    conf = subprocess.run(["cmake", "--preset", "default"], cwd=ROOT, capture_output=True, text=True)
+    if conf.returncode != 0:
+        sys.exit("error: cmake configure failed:\n" + conf.stdout + conf.stderr)
+    for m in re.finditer(r"peer (\S+) skipped: (.*)", conf.stdout + conf.stderr):
+        for name, (target, _, _) in PEERS.items():
+            if target == m.group(1):
+                skipped[name] = m.group(2).strip()
+    targets = ["echo_server", "echo_server_counting", "echo_load"]
+    for name, (target, _, _) in PEERS.items():
+        if target and name not in skipped and wanted(name, only):
+            targets.append(target)
+    jobs = str(os.cpu_count() or 2)
+    b = subprocess.run(["cmake", "--build", "--preset", "default", "-j", jobs, "--target", *targets], cwd=ROOT,
+                       capture_output=True, text=True)
+    if b.returncode != 0:
+        # Build the weft programs alone, so a broken peer costs only that peer.
+        log(b.stdout[-3000:] + b.stderr[-3000:])
+        for t in targets:
+            r = subprocess.run(["cmake", "--build", "--preset", "default", "-j", jobs, "--target", t], cwd=ROOT,
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                if t in ("echo_server", "echo_server_counting", "echo_load"):
+                    sys.exit(f"error: building {t} failed:\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
+                for name, (target, _, _) in PEERS.items():
+                    if target == t:
+                        skipped[name] = f"build of {t} failed (cmake --build --preset default --target {t})"
+    if wanted("tokio", only):
+        log("== building the Tokio peer (cargo, offline, from Debian's crates)")
+        r = subprocess.run(["bash", str(ROOT / "benchmarks/peers/tokio_echo/build.sh"), str(TOKIO_BUILD)],
+                           capture_output=True, text=True)
+        if r.returncode == 3:
+            skipped["tokio"] = (r.stdout.strip().splitlines() or ["skipped"])[-1].removeprefix("skip: ")
+        elif r.returncode != 0:
+            log(r.stdout[-3000:] + r.stderr[-3000:])
+            skipped["tokio"] = "cargo build failed (bash benchmarks/peers/tokio_echo/build.sh)"
+    return skipped
+
+
+def wanted(name, only):
+    return not only or name in only
+
+
+# ------------------------------------------------------------------------------ servers
+
+class Server:
+    """One echo server configuration: a weft backend or a peer."""
+
+    def __init__(self, name, family, argv, counting_argv=None, fd_limit=None, about=""):
+        self.name, self.family, self.argv = name, family, argv
+        self.counting_argv = counting_argv
+        self.fd_limit = fd_limit
+        self.about = about
+
+    def runs_cell(self, conns):
+        """None if the server can hold `conns` connections, else why it cannot."""
+        if self.fd_limit is not None and conns + 16 > self.fd_limit:
+            return f"n/a: FD_SETSIZE (fds from {self.fd_limit} up are refused)"
+        return None
+
+
+def discover(only, skipped):
+    servers = []
+    out = subprocess.run([str(BUILD / "benchmarks/echo_server"), "--list"], capture_output=True, text=True, check=True)
+    for line in out.stdout.splitlines():
+        name, *rest = line.split()
+        if not wanted(name, only):
+            continue
+        limit = None
+        for kv in rest:
+            if kv.startswith("fd_limit="):
+                limit = int(kv.split("=", 1)[1])
+        servers.append(Server(name, "weft", [str(BUILD / "benchmarks/echo_server"), "--backend", name],
+                              [str(BUILD / "benchmarks/echo_server_counting"), "--backend", name], limit,
+                              "weft, echo_server --api auto (receive())"))
+    for name, (_, binary, about) in PEERS.items():
+        if not wanted(name, only):
+            continue
+        if name in skipped:
+            continue
+        if not binary.exists():
+            skipped[name] = f"{binary.relative_to(ROOT)} was not built"
+            continue
+        servers.append(Server(name, "peer", [str(binary)], about=about))
+    return servers
+
+
+class Running:
+    """A started server: its process, port and captured output."""
+
+    def __init__(self, argv, wrap=(), startup=15.0):
+        self.out = tempfile.TemporaryFile(mode="w+")
+        self.err = tempfile.TemporaryFile(mode="w+")
+        cmd = ["taskset", "-c", "0", *wrap, *argv, "--port", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL)
+        self.pid = self.proc.pid  # taskset execs the server (or valgrind): same PID
+        self.port = None
+        deadline = time.monotonic() + startup
+        while time.monotonic() < deadline:
+            m = re.search(r"^port (\d+)$", self.stdout(), re.M)
+            if m:
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        err = self.stderr().strip().splitlines()
+        self.stop()
+        raise RuntimeError(f"did not start: {err[-1] if err else 'no port line'}")
+
+    def stdout(self):
+        self.out.seek(0)
+        return self.out.read()
+
+    def stderr(self):
+        self.err.seek(0)
+        return self.err.read()
+
+    def ticks(self):
+        """(utime, stime) of all the process's threads, in clock ticks."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]), int(fields[12])
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+    def stop(self, timeout=20.0):
+        """SIGTERM, then waits; returns the exit status (SIGKILL after the timeout)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return "killed"
+        return self.proc.returncode
+
+
+def parse_load(line):
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
+
+
+def load_cmd(port, conns, size, depth, *extra):
+    return ["taskset", "-c", "1", str(BUILD / "benchmarks/echo_load"), "--port", str(port), "--connections",
+            str(conns), "--size", str(size), "--depth", str(depth), *extra]
+
+
+def timed_run(server, cell, seconds, warmup):
+    """One measured run; returns a dict of figures, or raises RuntimeError."""
+    conns, size, depth = cell
+    srv = Running(server.argv)
+    try:
+        cmd = load_cmd(srv.port, conns, size, depth, "--seconds", str(seconds), "--warmup", str(warmup))
+        load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = w0 = None
+        result = None
+        for line in load.stdout:
+            if line.startswith("window"):
+                t0, w0 = srv.ticks(), time.monotonic()
+            elif line.startswith("msgs="):
+                t1, w1 = srv.ticks(), time.monotonic()
+                result = parse_load(line)
+        err = load.stderr.read()
+        rc = load.wait()
+        if rc != 0 or result is None or t0 is None:
+            raise RuntimeError("echo_load failed: " + (err.strip().splitlines() or ["no result"])[-1])
+        msgs = max(result["msgs"], 1)
+        user, system = (t1[0] - t0[0]) / HZ, (t1[1] - t0[1]) / HZ
+        result.update(
+            cpu_us_per_msg=(user + system) * 1e6 / msgs,
+            user_us_per_msg=user * 1e6 / msgs,
+            sys_us_per_msg=system * 1e6 / msgs,
+            server_cpu_pct=100.0 * (user + system) / max(w1 - w0, 1e-9),
+        )
+        return result
+    finally:
+        status = srv.stop()
+        if status not in (0, None):
+            log(f"   warning: {server.name} exited with {status} on SIGTERM")
+
+
+def fixed_counts(cell):
+    """Two message counts for the differential runs: large enough that the per-message
+    part dominates, and a multiple of what is in flight at once."""
+    conns, _, depth = cell
+    m1 = max(20000, 2 * conns * depth)
+    return m1, 3 * m1
+
+
+def counted_run(server, cell, messages, perf_ok):
+    """A fresh server serves exactly `messages`; returns (syscalls, allocations) over its
+    life (None where not measured)."""
+    conns, size, depth = cell
+    argv = server.counting_argv or server.argv
+    srv = Running(argv)
+    perf = None
+    pfile = tempfile.NamedTemporaryFile(mode="r", suffix=".perf")
+    try:
+        if perf_ok:
+            perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", str(srv.pid), "-o",
+                                     pfile.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)  # perf opens its counters
+        cmd = load_cmd(srv.port, conns, size, depth, "--messages", str(messages), "--seconds", "600")
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("echo_load failed: " + (r.stderr.strip().splitlines() or ["?"])[-1])
+        syscalls = None
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
+            perf = None
+            m = re.search(r"^(\d+),,raw_syscalls:sys_enter", open(pfile.name).read(), re.M)
+            syscalls = int(m.group(1)) if m else None
+    finally:
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
+        srv.stop()
+    m = re.search(r"^allocations=(\d+)$", srv.stdout(), re.M)
+    return syscalls, (int(m.group(1)) if m and server.counting_argv else None)
+
+
+def perf_works():
+    try:
+        r = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true"], capture_output=True,
+                           text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"perf unavailable: {e}"
+    if r.returncode != 0 or "raw_syscalls" not in r.stderr:
+        return "perf cannot count raw_syscalls:sys_enter (needs root or kernel.perf_event_paranoid <= -1)"
+    return None
+
+
+def idle_rss(server):
+    """Bytes of server RSS per idle connection at IDLE_CONNECTIONS."""
+    srv = Running(server.argv)
+    load = None
+    try:
+        time.sleep(0.3)
+        before = srv.rss_kib()
+        load = subprocess.Popen(load_cmd(srv.port, IDLE_CONNECTIONS, 64, 1, "--idle", "--seconds", "300"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = load.stdout.readline()
+        if not line.startswith("idle"):
+            raise RuntimeError("echo_load --idle failed: " + (load.stderr.read().strip().splitlines() or ["?"])[-1])
+        time.sleep(0.5)
+        after = srv.rss_kib()
+        return (after - before) * 1024.0 / IDLE_CONNECTIONS, after
+    finally:
+        if load and load.poll() is None:
+            load.send_signal(signal.SIGTERM)
+            load.wait()
+        srv.stop(60)
+
+
+def callgrind_ir(server, messages):
+    """Instructions (Ir) over a fresh server's life under callgrind, serving `messages`
+    messages of 64 B on 64 connections at depth 1."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "cg.out"
+        wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        srv = Running(server.argv, wrap=wrap, startup=120)
+        try:
+            r = subprocess.run(load_cmd(srv.port, 64, 64, 1, "--messages", str(messages), "--seconds", "1200"),
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError("echo_load failed: " + (r.stderr.strip().splitlines() or ["?"])[-1])
+        finally:
+            srv.stop(120)
+        text = out.read_text() if out.exists() else ""
+        m = re.search(r"^summary:\s*(\d+)", text, re.M) or re.search(r"^totals:\s*(\d+)", text, re.M)
+        if not m:
+            raise RuntimeError("callgrind wrote no summary (did the server exit cleanly?)")
+        return int(m.group(1))
+
+
+def compile_cost():
+    """Compile time (median of 3) and binary size: the upper-echo example against the
+    Asio peer's source, same compiler and flags."""
+    rows = []
+    asio_src = ROOT / "benchmarks/peers/asio_echo.cpp"
+    uring = ["-DWEFT_HAS_URING=1"] if (BUILD / "benchmarks/echo_server").exists() and shutil.which("pkg-config") and \
+        subprocess.run(["pkg-config", "--exists", "liburing"]).returncode == 0 else []
+    cases = [("weft: examples/upper_echo_server.cpp (all backends)", ROOT / "examples/upper_echo_server.cpp",
+              ["-I", str(ROOT / "include"), "-I", str(ROOT / "examples"), *uring],
+              ["-luring"] if uring else [])]
+    if asio_src.exists() and Path("/usr/include/asio.hpp").exists():
+        cases.append(("Asio: benchmarks/peers/asio_echo.cpp", asio_src, [], []))
+    with tempfile.TemporaryDirectory() as d:
+        for label, src, flags, libs in cases:
+            times = []
+            obj, exe = Path(d) / "x.o", Path(d) / "x"
+            for _ in range(3):
+                t = time.monotonic()
+                subprocess.run(["taskset", "-c", "0", "g++", "-std=c++20", "-O2", "-DNDEBUG", *flags, "-c", str(src),
+                                "-o", str(obj)], check=True)
+                times.append(time.monotonic() - t)
+            subprocess.run(["g++", str(obj), "-o", str(exe), "-pthread", *libs], check=True)
+            size = exe.stat().st_size
+            subprocess.run(["strip", str(exe)], check=True)
+            rows.append({"source": label, "compile_s": statistics.median(times), "binary_bytes": size,
+                         "stripped_bytes": exe.stat().st_size})
+    return rows
+
+
+# ------------------------------------------------------------------------------ the run
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def geomean(values):
+    values = [v for v in values if v]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def cell_name(cell):
+    return f"{cell[0]}x{cell[1]}Bxd{cell[2]}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="the whole matrix, plus RSS, callgrind and compile time")
+    ap.add_argument("--cells", help="comma-separated CONNSxSIZExDEPTH, e.g. 64x64x1,1000x64x16")
+    ap.add_argument("--servers", help="comma-separated server names (weft backends and peers); default all")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per cell (default 3)")
+    ap.add_argument("--seconds", type=int, help="measured seconds per run (quick 1, full 2)")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up seconds per run (default 1)")
+    ap.add_argument("--out", help="output directory (default build/bench; with --full benchmarks/results)")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--skip", default="", help="comma-separated: syscalls,rss,callgrind,compile,plots")
+    args = ap.parse_args()
+
+    only = set(args.servers.split(",")) if args.servers else set()
+    skip = set(filter(None, args.skip.split(",")))
+    if not args.full:
+        skip |= {"rss", "callgrind", "compile"}
+    try:
+        cells = [tuple(int(x) for x in c.split("x")) for c in args.cells.split(",")] if args.cells else \
+            (FULL_CELLS if args.full else QUICK_CELLS)
+        if any(len(c) != 3 or min(c) < 1 for c in cells):
+            raise ValueError
+    except ValueError:
+        sys.exit(f"error: --cells must be CONNSxSIZExDEPTH[,...] with positive numbers, got '{args.cells}'")
+    seconds = args.seconds or (2 if args.full else 1)
+    out = Path(args.out) if args.out else (ROOT / ("benchmarks/results" if args.full else "build/bench"))
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 10,000 connections need more descriptors than the default 1,024 (children inherit this).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 2 * IDLE_CONNECTIONS + 1000) if hard != resource.RLIM_INFINITY else 2 * IDLE_CONNECTIONS + 1000
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if max(c[0] for c in cells) + 100 > want or (args.full and "rss" not in skip and IDLE_CONNECTIONS + 100 > want):
+        sys.exit(f"error: RLIMIT_NOFILE hard limit {hard} is too low for the cells asked for")
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("error: the benchmark pins the server to CPU 0 and the load to CPU 1: it needs 2 CPUs")
+
+    skipped = {} if args.no_build else build(only)
+    servers = discover(only, skipped)
+    if not servers:
+        sys.exit("error: no server to run (check --servers)")
+    for name, why in skipped.items():
+        log(f"peer {name} skipped: {why}")
+    perf_problem = None if "syscalls" in skip else perf_works()
+    if perf_problem:
+        log(f"syscalls per message not measured: {perf_problem}")
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    log(f"== {len(cells)} cells x {len(servers)} servers x {args.reps} runs of {seconds}s (+{args.warmup}s warm-up)")
+    runs = []  # every run: cell, server, rep, figures or error
+    for cell in cells:
+        for rep in range(args.reps):
+            order = servers[rep % len(servers):] + servers[:rep % len(servers)]
+            for srv in order:
+                na = srv.runs_cell(cell[0])
+                if na:
+                    if rep == 0:
+                        runs.append({"cell": cell, "server": srv.name, "rep": rep, "error": na})
+                    continue
+                try:
+                    r = timed_run(srv, cell, seconds, args.warmup)
+                    runs.append({"cell": cell, "server": srv.name, "rep": rep, **r})
+                    log(f"   {cell_name(cell):16} {srv.name:11} rep {rep}: {r['msgs_per_s']:>10.0f} msgs/s "
+                        f"{r['cpu_us_per_msg']:7.2f} us/msg  server {r['server_cpu_pct']:5.1f}%")
+                except (RuntimeError, OSError) as e:
+                    runs.append({"cell": cell, "server": srv.name, "rep": rep, "error": f"error: {e}"})
+                    log(f"   {cell_name(cell):16} {srv.name:11} rep {rep}: error: {e}")
+
+    counted = {}  # (cell, server) -> (syscalls/msg, allocations/msg)
+    if "syscalls" not in skip:
+        log("== counted runs: syscalls (perf) and, for weft, heap allocations per message")
+        for cell in cells:
+            m1, m2 = fixed_counts(cell)
+            for srv in servers:
+                if srv.runs_cell(cell[0]):
+                    continue
+                try:
+                    s1, a1 = counted_run(srv, cell, m1, perf_problem is None)
+                    s2, a2 = counted_run(srv, cell, m2, perf_problem is None)
+                    sc = (s2 - s1) / (m2 - m1) if s1 is not None and s2 is not None else None
+                    al = (a2 - a1) / (m2 - m1) if a1 is not None and a2 is not None else None
+                    counted[(cell, srv.name)] = (sc, al)
+                    log(f"   {cell_name(cell):16} {srv.name:11} syscalls/msg {fmt(sc, 3)}  allocations/msg {fmt(al, 4)}")
+                except (RuntimeError, OSError) as e:
+                    log(f"   {cell_name(cell):16} {srv.name:11} counted run: error: {e}")
+
+    rss = {}
+    if "rss" not in skip:
+        log(f"== memory: server RSS per idle connection at {IDLE_CONNECTIONS} connections")
+        for srv in servers:
+            na = srv.runs_cell(IDLE_CONNECTIONS)
+            if na:
+                rss[srv.name] = na
+                continue
+            try:
+                rss[srv.name] = idle_rss(srv)
+                log(f"   {srv.name:11} {rss[srv.name][0]:8.0f} B/connection")
+            except (RuntimeError, OSError) as e:
+                rss[srv.name] = f"error: {e}"
+                log(f"   {srv.name:11} error: {e}")
+
+    ir = {}
+    if "callgrind" not in skip:
+        if not shutil.which("valgrind"):
+            log("callgrind skipped: valgrind is not installed")
+        else:
+            log("== callgrind: user-space instructions per message (64 connections x 64 B x depth 1)")
+            c1, c2 = 5000, 25000
+            for srv in servers:
+                try:
+                    ir[srv.name] = (callgrind_ir(srv, c2) - callgrind_ir(srv, c1)) / (c2 - c1)
+                    log(f"   {srv.name:11} {ir[srv.name]:8.0f} Ir/msg")
+                except (RuntimeError, OSError) as e:
+                    ir[srv.name] = f"error: {e}"
+                    log(f"   {srv.name:11} error: {e}")
+
+    compile_rows = []
+    if "compile" not in skip:
+        log("== compile time and binary size")
+        try:
+            compile_rows = compile_cost()
+        except (subprocess.CalledProcessError, OSError) as e:
+            log(f"   error: {e}")
+
+    summary = summarise(runs, counted, servers, cells)
+    write_csv(out, runs, summary)
+    plots = [] if "plots" in skip else make_plots(out, summary, servers, cells)
+    report = render_report(args, started, seconds, cells, servers, skipped, perf_problem, summary, rss, ir,
+                           compile_rows, plots)
+    (out / "REPORT.md").write_text(report)
+    print(render_tables(summary, servers, cells))
+    log(f"\nreport: {out / 'REPORT.md'}")
+    errors = [r for r in runs if r.get("error", "").startswith("error")]
+    if errors:
+        log(f"{len(errors)} run(s) failed; see the report")
+        return 1
+    return 0
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    return f"{v:,.{digits}f}"
+
+
+def summarise(runs, counted, servers, cells):
+    """Medians per (cell, server)."""
+    summary = {}
+    for cell in cells:
+        for srv in servers:
+            rs = [r for r in runs if r["cell"] == cell and r["server"] == srv.name]
+            ok = [r for r in rs if "error" not in r]
+            row = {"connections": cell[0], "size": cell[1], "depth": cell[2], "server": srv.name,
+                   "family": srv.family, "runs": len(ok)}
+            if not ok:
+                row["status"] = rs[0]["error"] if rs else "not run"
+            else:
+                row["status"] = "ok" if len(ok) == len(rs) else f"{len(rs) - len(ok)} of {len(rs)} runs failed"
+                for k in ("msgs_per_s", "mib_per_s", "p50_us", "p99_us", "p999_us", "cpu_us_per_msg",
+                          "user_us_per_msg", "sys_us_per_msg", "server_cpu_pct", "client_cpu_pct"):
+                    row[k] = median([r[k] for r in ok])
+                row["client_bound"] = row["server_cpu_pct"] < CLIENT_BOUND_BELOW
+            sc, al = counted.get((cell, srv.name), (None, None))
+            row["syscalls_per_msg"], row["allocations_per_msg"] = sc, al
+            summary[(cell, srv.name)] = row
+    return summary
+
+
+FIELDS = ["connections", "size", "depth", "server", "family", "status", "runs", "msgs_per_s", "mib_per_s", "p50_us",
+          "p99_us", "p999_us", "cpu_us_per_msg", "user_us_per_msg", "sys_us_per_msg", "server_cpu_pct",
+          "client_cpu_pct", "client_bound", "syscalls_per_msg", "allocations_per_msg"]
+
+
+def write_csv(out, runs, summary):
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for row in summary.values():
+            w.writerow(row)
+    with open(out / "runs.csv", "w", newline="") as f:
+        keys = ["connections", "size", "depth", "server", "rep", "error", "msgs", "seconds", "msgs_per_s", "p50_us",
+                "p99_us", "p999_us", "cpu_us_per_msg", "user_us_per_msg", "sys_us_per_msg", "server_cpu_pct",
+                "client_cpu_pct", "total_msgs"]
+        w = csv.DictWriter(f, keys, extrasaction="ignore")
+        w.writeheader()
+        for r in runs:
+            w.writerow({"connections": r["cell"][0], "size": r["cell"][1], "depth": r["cell"][2], **r})
+
+
+def cell_table(summary, servers, cell):
+    lines = [f"| server | msgs/s | server µs/msg (user + sys) | server CPU | client CPU | p50 / p99 / p99.9 µs "
+             f"| syscalls/msg | allocations/msg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for srv in servers:
+        row = summary[(cell, srv.name)]
+        if "msgs_per_s" not in row:
+            lines.append(f"| {srv.name} | {row['status']} | | | | | | |")
+            continue
+        bound = " (client-bound)" if row["client_bound"] else ""
+        lines.append(
+            f"| {srv.name} | {fmt(row['msgs_per_s'], 0)} | {fmt(row['cpu_us_per_msg'], 2)} "
+            f"({fmt(row['user_us_per_msg'], 2)} + {fmt(row['sys_us_per_msg'], 2)}) | {fmt(row['server_cpu_pct'], 0)}%{bound} "
+            f"| {fmt(row['client_cpu_pct'], 0)}% | {fmt(row['p50_us'])} / {fmt(row['p99_us'])} / {fmt(row['p999_us'])} "
+            f"| {fmt(row['syscalls_per_msg'], 2)} | {fmt(row['allocations_per_msg'], 4)} |")
+    return "\n".join(lines)
+
+
+def render_tables(summary, servers, cells):
+    parts = []
+    for cell in cells:
+        parts.append(f"\n### {cell[0]} connections × {cell[1]} B × depth {cell[2]}\n")
+        parts.append(cell_table(summary, servers, cell))
+    return "\n".join(parts)
+
+
+def matrix_table(summary, servers, cells, key, digits):
+    head = "| server | " + " | ".join(cell_name(c) for c in cells) + " |"
+    lines = [head, "|---|" + "---:|" * len(cells)]
+    for srv in servers:
+        vals = []
+        for c in cells:
+            row = summary[(c, srv.name)]
+            v = row.get(key)
+            if v is None:
+                vals.append(row["status"] if "msgs_per_s" not in row else "-")
+            else:
+                vals.append(fmt(v, digits) + ("*" if row.get("client_bound") else ""))
+        lines.append(f"| {srv.name} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def ratio_line(summary, cells, a, b):
+    """geomean over `cells` of a's CPU/msg over b's, and the cells both ran."""
+    pairs = []
+    for c in cells:
+        ra, rb = summary.get((c, a), {}), summary.get((c, b), {})
+        if ra.get("cpu_us_per_msg") and rb.get("cpu_us_per_msg"):
+            pairs.append(ra["cpu_us_per_msg"] / rb["cpu_us_per_msg"])
+    return (geomean(pairs), len(pairs)) if pairs else (None, 0)
+
+
+def verdict(value, limit):
+    if value is None:
+        return "not measured"
+    return "met" if value <= limit else "**missed**"
+
+
+def render_targets(summary, servers, cells, rss, ir, compile_rows):
+    names = {s.name for s in servers}
+    tcells = [c for c in TARGET_CELLS if c in cells]
+    out = [f"Judged on the server-bound cells {', '.join(cell_name(c) for c in tcells) or '(none in this run)'}: "
+           "geometric mean of the per-cell ratios of the medians of server CPU per message.", "",
+           "| target | measured | limit | verdict |", "|---|---:|---:|---|"]
+
+    def add(what, value, limit, digits=3):
+        out.append(f"| {what} | {fmt(value, digits)} | {limit} | {verdict(value, limit)} |")
+
+    peers = [p for p in ("asio", "libuv", "tokio") if p in names]
+    if "uring" in names and peers:
+        best = min(peers, key=lambda p: ratio_line(summary, tcells, p, peers[0])[0] or float("inf"))
+        add(f"uring CPU/msg ÷ best of Asio-epoll, libuv, Tokio ({best})", ratio_line(summary, tcells, "uring", best)[0],
+            0.95)
+    if "uring" in names and "c_uring" in names:
+        add("uring CPU/msg ÷ C liburing", ratio_line(summary, tcells, "uring", "c_uring")[0], 1.05)
+    if "c_uring" in names and peers:
+        best = min(peers, key=lambda p: ratio_line(summary, tcells, p, peers[0])[0] or float("inf"))
+        out.append(f"| (calibration) C liburing CPU/msg ÷ {best} | {fmt(ratio_line(summary, tcells, 'c_uring', best)[0], 3)}"
+                   " | about 0.88 expected | |")
+    if "c_epoll" in names:
+        if "epoll_et" in names:
+            add("epoll_et CPU/msg ÷ C epoll (ET)", ratio_line(summary, tcells, "epoll_et", "c_epoll")[0], 1.02)
+        for other in ("epoll_lt", "poll", "select", "sigio", "spin", "blocking"):
+            if other in names:
+                v = ratio_line(summary, tcells, other, "c_epoll")[0]
+                out.append(f"| {other} CPU/msg ÷ C epoll (ET) (no C loop of its own model: see below) | {fmt(v, 3)} "
+                           f"| reported | |")
+    for srv in servers:
+        if srv.family != "weft" or not isinstance(ir.get(srv.name), float):
+            continue
+        base = "c_uring" if srv.name == "uring" else "c_epoll"
+        if isinstance(ir.get(base), float):
+            add(f"{srv.name} Ir/msg ÷ {base} Ir/msg", ir[srv.name] / ir[base], 2.0, 2)
+        if isinstance(ir.get("libuv"), float):
+            add(f"{srv.name} Ir/msg ÷ libuv Ir/msg", ir[srv.name] / ir["libuv"], 1.0, 2)
+    for c in tcells:
+        if c[2] != 1:
+            continue
+        if "uring" in names and "c_uring" in names:
+            u, cu = summary[(c, "uring")].get("syscalls_per_msg"), summary[(c, "c_uring")].get("syscalls_per_msg")
+            if u is not None and cu is not None:
+                out.append(f"| uring syscalls/msg at {cell_name(c)} (C liburing: {cu:.3f}) | {u:.3f} | ≤ {cu:.3f} "
+                           f"| {'met' if u <= cu else '**missed**'} |")
+        if "epoll_et" in names:
+            add(f"epoll_et syscalls/msg at {cell_name(c)}", summary[(c, "epoll_et")].get("syscalls_per_msg"), 2.1)
+    worst = [(summary[(c, s.name)]["allocations_per_msg"], s.name, c) for s in servers if s.family == "weft"
+             for c in cells if summary[(c, s.name)].get("allocations_per_msg") is not None]
+    if worst:
+        v, who, c = max(worst)
+        out.append(f"| heap allocations per message, worst weft backend and cell ({who}, {cell_name(c)}) | "
+                   f"{v:.4f} | 0 | {'met' if v == 0 else '**missed**'} |")
+    for srv in servers:
+        if srv.family == "weft" and isinstance(rss.get(srv.name), tuple):
+            add(f"{srv.name} RSS per idle connection (bytes) at {IDLE_CONNECTIONS}", rss[srv.name][0], 1024, 0)
+    if len(compile_rows) == 2:
+        add("compile time: upper-echo example ÷ Asio peer", compile_rows[0]["compile_s"] / compile_rows[1]["compile_s"],
+            0.4, 2)
+    return "\n".join(out)
+
+
+STRUCTURAL = """\
+Where a backend costs more than the C epoll loop, the cause is its model, not weft:
+- `epoll_lt`: level-triggered; after a short read the fd is reported again while data
+  remains, and a session's read parks and is woken once per message, as with ET. Its
+  interest set is kept lazily (no `epoll_ctl` in steady state).
+- `poll`: every wait copies the whole `pollfd` array into the kernel, which polls each
+  socket, and the loop scans the array it gets back: O(connections) per wait.
+- `select`: the same with three bitmaps up to the highest fd, and no fd at or above
+  `FD_SETSIZE` (1,024): cells with more connections are not run.
+- `sigio`: one queued real-time signal per readiness change, dequeued through a
+  signalfd; the kernel's per-signal work (queueing `siginfo`, `F_SETOWN` delivery) is
+  paid per message.
+- `spin`: never sleeps while any operation waits: it retries every parked operation
+  each pass, so it burns its core whatever the load, and its CPU per message is its
+  CPU time divided by the messages, mostly failed `EAGAIN` syscalls.
+- `blocking`: one thread per connection; every message costs a wake-up of a sleeping
+  thread and a context switch, which the scheduler charges as system time.
+"""
+
+
+def render_report(args, started, seconds, cells, servers, skipped, perf_problem, summary, rss, ir, compile_rows, plots):
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, shell=True).stdout.strip()
+        except OSError:
+            return "?"
+
+    cpu = sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p'") or platform.processor()
+    cmdline = "python3 benchmarks/run.py " + " ".join(sys.argv[1:])
+    lines = [
+        "# weft backend comparison", "",
+        f"Produced by `{cmdline.strip()}` on {started:%Y-%m-%d %H:%M} UTC.", "",
+        "## Machine", "",
+        f"- CPU: {cpu}, {os.cpu_count()} CPUs; server pinned to CPU 0, load (`echo_load`) to CPU 1",
+        f"- kernel: {platform.release()}",
+        f"- OS: {sh('. /etc/os-release && echo $PRETTY_NAME')}",
+        f"- compiler: {sh('g++ --version | head -1')} (Release: -O3 -DNDEBUG from CMake)",
+        f"- rustc: {sh('rustc --version') or 'not installed'}",
+        f"- liburing: {sh('pkg-config --modversion liburing') or 'not installed'}, "
+        f"libuv: {sh('pkg-config --modversion libuv') or 'not installed'}, "
+        f"Asio: {sh(chr(39) + 'grep -m1 ASIO_VERSION /usr/include/asio/version.hpp' + chr(39)) or 'not installed'}",
+        "",
+        "## Method", "",
+        f"{args.reps} repetitions per cell, the order of the servers rotating between them; medians. Each run: "
+        f"{args.warmup} s warm-up, then {seconds} s measured. Server CPU is utime + stime of all its threads from "
+        f"`/proc/PID/stat` over the measured window, divided by the messages echoed in it. A cell whose server was "
+        f"below {CLIENT_BOUND_BELOW:.0f}% CPU is marked client-bound (`*` in the matrices): there the load "
+        "generator set the pace, and CPU per message is the honest figure, msgs/s is not. Syscalls and heap "
+        "allocations per message come from separate runs of two fixed message counts against fresh servers "
+        "(the difference over the difference), syscalls counted by `perf stat -e raw_syscalls:sys_enter`.", "",
+        "Servers:", "",
+    ]
+    for s in servers:
+        lines.append(f"- `{s.name}`: {s.about}")
+    for name, why in skipped.items():
+        lines.append(f"- `{name}`: **skipped**: {why}")
+    if perf_problem:
+        lines += ["", f"Syscalls per message were not measured: {perf_problem}."]
+    lines += ["", "## Server CPU per message (µs)", "", matrix_table(summary, servers, cells, "cpu_us_per_msg", 2), "",
+              "## Messages per second", "", matrix_table(summary, servers, cells, "msgs_per_s", 0), "",
+              "## Syscalls per message", "", matrix_table(summary, servers, cells, "syscalls_per_msg", 2), "",
+              "## Heap allocations per message (weft backends)", "",
+              matrix_table(summary, [s for s in servers if s.family == "weft"], cells, "allocations_per_msg", 4), ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p}.png) ([SVG]({p}.svg))" for p in plots] + [""]
+    if rss:
+        lines += [f"## Memory: server RSS per idle connection at {IDLE_CONNECTIONS:,} connections", "",
+                  "`echo_load --idle` opens the connections, echoes one message on each, then holds them; the "
+                  "server's VmRSS then, minus its VmRSS before, divided by the connections.", "",
+                  "| server | bytes per connection | RSS at 10,000 (MiB) |", "|---|---:|---:|"]
+        for s in servers:
+            v = rss.get(s.name)
+            if isinstance(v, tuple):
+                lines.append(f"| {s.name} | {v[0]:,.0f} | {v[1] / 1024:,.1f} |")
+            elif v:
+                lines.append(f"| {s.name} | {v} | |")
+        lines.append("")
+    if ir:
+        lines += ["## User-space instructions per message (callgrind)", "",
+                  "64 connections × 64 B × depth 1; `valgrind --tool=callgrind` over a fresh server serving 5,000 "
+                  "and then 25,000 messages; the difference of the two totals over 20,000 messages.", "",
+                  "| server | Ir/msg |", "|---|---:|"]
+        for s in servers:
+            v = ir.get(s.name)
+            lines.append(f"| {s.name} | {fmt(v, 0) if isinstance(v, float) else v} |")
+        lines.append("")
+    if compile_rows:
+        lines += ["## Compile time and binary size", "",
+                  "`g++ -std=c++20 -O2 -DNDEBUG -c`, median of 3, pinned to CPU 0; sizes of the linked program.", "",
+                  "| source | compile (s) | binary (bytes) | stripped (bytes) |", "|---|---:|---:|---:|"]
+        for r in compile_rows:
+            lines.append(f"| {r['source']} | {r['compile_s']:.2f} | {r['binary_bytes']:,} | {r['stripped_bytes']:,} |")
+        lines.append("")
+    lines += ["## Targets", "", render_targets(summary, servers, cells, rss, ir, compile_rows), "", STRUCTURAL, ""]
+    bound = [f"{cell_name(c)}: {s.name}" for c in cells for s in servers
+             if summary[(c, s.name)].get("client_bound")]
+    lines += ["## Client-bound cells", "",
+              ("Server below 90% CPU (msgs/s there measures the load generator): " + "; ".join(bound))
+              if bound else "None: every server was at 90% CPU or more in every cell it ran.", ""]
+    lines += ["## Every cell", render_tables(summary, servers, cells), ""]
+    return "\n".join(lines)
+
+
+def make_plots(out, summary, servers, cells):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("plots skipped: python3-matplotlib is not installed")
+        return []
+    names = []
+    for size, depth in sorted({(c[1], c[2]) for c in cells}):
+        conns = sorted({c[0] for c in cells if c[1] == size and c[2] == depth})
+        if len(conns) < 2:
+            continue
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+        for srv in servers:
+            xs, rate, cpu = [], [], []
+            for n in conns:
+                row = summary.get(((n, size, depth), srv.name), {})
+                if row.get("msgs_per_s"):
+                    xs.append(n)
+                    rate.append(row["msgs_per_s"])
+                    cpu.append(row["cpu_us_per_msg"])
+            if not xs:
+                continue
+            style = "-" if srv.family == "weft" else "--"
+            ax1.plot(xs, rate, style, marker="o", label=srv.name)
+            ax2.plot(xs, cpu, style, marker="o", label=srv.name)
+        for ax, title in ((ax1, "messages per second"), (ax2, "server CPU µs per message")):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("connections")
+            ax.set_title(f"{title} ({size} B, depth {depth})")
+            ax.grid(True, which="both", alpha=0.3)
+        ax2.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        name = f"plot_{size}B_depth{depth}"
+        fig.savefig(out / f"{name}.png", dpi=110)
+        fig.savefig(out / f"{name}.svg")
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+if __name__ == "__main__":
+    sys.exit(main())
