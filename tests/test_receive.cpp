@@ -77,29 +77,11 @@ TEMPLATE_TEST_CASE("cancelling receive() as its data arrives loses and duplicate
 TEMPLATE_TEST_CASE("an echo of 10,000 messages through receive() allocates nothing after the first",
                    "[receive][alloc]", WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
-    weft::loop<TestType> loop;
-    std::size_t steady_allocs = 0;
-    bool ok = true;
-    run_bounded(loop, [&]() -> weft::task<void> {
-        auto p = co_await make_pair(loop);
-        loop.spawn([](weft::tcp_stream<TestType> s) -> weft::task<void> {
-            for (;;) {
-                auto lease = co_await s.receive();
-                if (!lease || lease->empty()) co_return;
-                if (!co_await s.write_all(lease->bytes())) co_return;
-            }
-        }(std::move(p.server)));
-        std::array<char, 64> out{}, in{};
-        weft_test::alloc_counts first{};
-        for (int i = 0; i < 10'000; ++i) {
-            out[0] = static_cast<char>(i);
-            auto w = co_await p.client.write_all(out);
-            auto r = co_await p.client.read_exact(in);
-            ok = ok && w && r && in == out;
-            if (i == 0) first = weft_test::alloc_snapshot();  // after the first message
-        }
-        steady_allocs = weft_test::alloc_snapshot().allocs - first.allocs;
-    }());
-    REQUIRE(ok);
-    REQUIRE(steady_allocs == 0);
+    REQUIRE(echo_allocations<TestType>([](weft::tcp_stream<TestType> s) -> weft::task<void> {
+                for (;;) {
+                    auto lease = co_await s.receive();
+                    if (!lease || lease->empty()) co_return;
+                    if (!co_await s.write_all(lease->bytes())) co_return;
+                }
+            }) == 0);
 }

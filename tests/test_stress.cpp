@@ -84,30 +84,12 @@ TEMPLATE_TEST_CASE("cancelling a read as its data arrives loses and duplicates n
 TEMPLATE_TEST_CASE("an echo of 10,000 messages allocates nothing after the first", "[stress][alloc]",
                    WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
-    weft::loop<TestType> loop;
-    std::size_t steady_allocs = 0;
-    bool ok = true;
-    run_bounded(loop, [&]() -> weft::task<void> {
-        auto p = co_await make_pair(loop);
-        loop.spawn([](weft::tcp_stream<TestType> s) -> weft::task<void> {
-            std::array<char, 256> buf;
-            for (;;) {
-                auto n = co_await s.read_some(buf);
-                if (!n || *n == 0) co_return;
-                if (!co_await s.write_all(std::span(buf.data(), *n))) co_return;
-            }
-        }(std::move(p.server)));
-        std::array<char, 64> out{}, in{};
-        weft_test::alloc_counts first{};
-        for (int i = 0; i < 10'000; ++i) {
-            out[0] = static_cast<char>(i);
-            auto w = co_await p.client.write_all(out);
-            auto r = co_await p.client.read_exact(in);
-            ok = ok && w && r && in == out;
-            if (i == 0) first = weft_test::alloc_snapshot();  // after the first message
-        }
-        steady_allocs = weft_test::alloc_snapshot().allocs - first.allocs;
-    }());
-    REQUIRE(ok);
-    REQUIRE(steady_allocs == 0);
+    REQUIRE(echo_allocations<TestType>([](weft::tcp_stream<TestType> s) -> weft::task<void> {
+                std::array<char, 256> buf;
+                for (;;) {
+                    auto n = co_await s.read_some(buf);
+                    if (!n || *n == 0) co_return;
+                    if (!co_await s.write_all(std::span(buf.data(), *n))) co_return;
+                }
+            }) == 0);
 }

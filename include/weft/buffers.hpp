@@ -9,6 +9,7 @@
 /// is destroyed; while every buffer is on loan, receives wait (they are not failed).
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -44,6 +45,57 @@ private:
     std::uint16_t count_;
     std::uint32_t size_;
 };
+
+/// A buffer taken from a pool for one receive (`error` < 0: none available).
+struct taken_buffer {
+    std::byte* data = nullptr;  ///< start of the buffer
+    std::uint32_t size = 0;     ///< its capacity
+    std::uint16_t id = 0;       ///< its index in the pool
+    int error = 0;              ///< 0, or -ENOBUFS / -ENOMEM
+};
+
+/// The pool behind `receive()` on the backends that lend buffers themselves (the
+/// reactors and `backend::blocking`; io_uring's kernel picks from a buffer ring
+/// instead): one slab and a free list. It does no locking and wakes nobody: each
+/// backend derives its `buffer_source` from it and adds its own give-back policy (the
+/// reactor re-runs a waiting receive on its loop; blocking locks and notifies).
+class buffer_pool {
+public:
+    /// `count` buffers of `size` bytes, all free; throws `std::bad_alloc`.
+    buffer_pool(std::uint16_t count, std::uint32_t size) : slab_(count, size) {
+        free_.reserve(count);
+        for (std::uint16_t i = count; i > 0; --i) free_.push_back(static_cast<std::uint16_t>(i - 1));
+    }
+    /// A free buffer, or `-ENOBUFS` when every one is on loan.
+    taken_buffer take() noexcept {
+        if (free_.empty()) return {.error = -ENOBUFS};
+        std::uint16_t id = free_.back();
+        free_.pop_back();
+        return {slab_.at(id), slab_.size(), id, 0};
+    }
+    /// Buffer `id` is free again; never allocates (room for every buffer is reserved).
+    void put(std::uint16_t id) noexcept { free_.push_back(id); }
+    /// Buffers not on loan.
+    std::size_t free_count() const noexcept { return free_.size(); }
+
+private:
+    buffer_slab slab_;
+    std::vector<std::uint16_t> free_;
+};
+
+/// Takes a buffer from `*pool`, creating the pool with `make()` on first use: a loop
+/// that never calls `receive()` never allocates one. `-ENOMEM` if creating it fails.
+template <class Pool, class Make>
+taken_buffer take_from(std::unique_ptr<Pool>& pool, Make&& make) noexcept {
+    if (!pool) {
+        try {
+            pool = make();
+        } catch (...) {
+            return {.error = -ENOMEM};
+        }
+    }
+    return pool->take();
+}
 
 }  // namespace detail
 

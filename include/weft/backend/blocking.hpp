@@ -85,12 +85,7 @@ public:
         std::uint32_t buffer_size = 16384;  ///< bytes per buffer
     };
     /// A buffer taken from the pool for one receive (`error` < 0: none available).
-    struct taken_buffer {
-        std::byte* data = nullptr;  ///< start of the buffer
-        std::uint32_t size = 0;     ///< its capacity
-        std::uint16_t id = 0;       ///< its index in the pool
-        int error = 0;              ///< 0, or -ENOBUFS / -ENOMEM
-    };
+    using taken_buffer = detail::taken_buffer;
 
     /// Threads and blocking syscalls exist everywhere.
     static bool available() noexcept { return true; }
@@ -275,24 +270,14 @@ public:
     /// all are on loan, `-ENOMEM` if the pool cannot be allocated.
     taken_buffer take_buffer() noexcept {
         std::lock_guard lk(pool_mutex_);
-        if (!pool_) {
-            try {
-                pool_ = std::make_unique<pool>(*this, opts_.buffer_count, opts_.buffer_size);
-            } catch (...) {
-                return {.error = -ENOMEM};
-            }
-        }
-        if (pool_->free.empty()) return {.error = -ENOBUFS};
-        std::uint16_t id = pool_->free.back();
-        pool_->free.pop_back();
-        return {pool_->slab.at(id), pool_->slab.size(), id, 0};
+        return detail::take_from(pool_, [&] { return std::make_unique<pool>(*this, opts_.buffer_count, opts_.buffer_size); });
     }
     /// Where leases of this backend's buffers go back to (from any thread).
     detail::buffer_source* buffers() noexcept { return pool_.get(); }
     /// Buffers of the pool not on loan (diagnostics and tests).
     std::size_t free_buffers() const noexcept {
         std::lock_guard lk(pool_mutex_);
-        return pool_ ? pool_->free.size() : opts_.buffer_count;
+        return pool_ ? pool_->free_count() : opts_.buffer_count;
     }
 
 private:
@@ -370,29 +355,25 @@ private:
     /// Waits until a pooled buffer is free (or the call is cancelled).
     int wait_buffer(call& c) noexcept {
         std::unique_lock lk(pool_mutex_);
-        while (pool_ && pool_->free.empty()) {
+        while (pool_ && pool_->free_count() == 0) {
             if (c.cancelled.load(std::memory_order_acquire)) return -ECANCELED;
             pool_->returned.wait_for(lk, std::chrono::milliseconds(5));
         }
         return 0;
     }
 
-    /// The shared buffer pool: leases come back from any thread.
-    struct pool final : detail::buffer_source {
-        pool(blocking& b, std::uint16_t count, std::uint32_t size) : owner(b), slab(count, size) {
-            free.reserve(count);
-            for (std::uint16_t i = count; i > 0; --i) free.push_back(static_cast<std::uint16_t>(i - 1));
-        }
+    /// The shared buffer pool: leases come back from any thread, under the mutex, and
+    /// wake one task thread waiting for a buffer.
+    struct pool final : detail::buffer_source, detail::buffer_pool {
+        pool(blocking& b, std::uint16_t count, std::uint32_t size) : buffer_pool(count, size), owner(b) {}
         void give_back(std::uint16_t id) noexcept override {
             {
                 std::lock_guard lk(owner.pool_mutex_);
-                free.push_back(id);  // never reallocates: reserved for every buffer
+                put(id);
             }
             returned.notify_one();
         }
         blocking& owner;
-        detail::buffer_slab slab;
-        std::vector<std::uint16_t> free;
         std::condition_variable returned;
     };
 

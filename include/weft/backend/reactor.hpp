@@ -77,12 +77,7 @@ public:
     };
 
     /// A buffer taken from the pool for one receive (`error` < 0: none available).
-    struct taken_buffer {
-        std::byte* data = nullptr;  ///< start of the buffer
-        std::uint32_t size = 0;     ///< its capacity
-        std::uint16_t id = 0;       ///< its index in the pool
-        int error = 0;              ///< 0, or -ENOBUFS / -ENOMEM
-    };
+    using taken_buffer = detail::taken_buffer;
 
     /// Whether the demultiplexer works in this process.
     static bool available() noexcept { return Demux::available(); }
@@ -271,22 +266,12 @@ public:
     /// Takes a free buffer from the loop's pool (created on first use): `-ENOBUFS` when
     /// all are on loan, `-ENOMEM` if the pool cannot be allocated.
     taken_buffer take_buffer() noexcept {
-        if (!pool_) {
-            try {
-                pool_ = std::make_unique<pool>(*this, opts_.buffer_count, opts_.buffer_size);
-            } catch (...) {
-                return {.error = -ENOMEM};
-            }
-        }
-        if (pool_->free.empty()) return {.error = -ENOBUFS};
-        std::uint16_t id = pool_->free.back();
-        pool_->free.pop_back();
-        return {pool_->slab.at(id), pool_->slab.size(), id, 0};
+        return detail::take_from(pool_, [&] { return std::make_unique<pool>(*this, opts_.buffer_count, opts_.buffer_size); });
     }
     /// Where leases of this backend's buffers go back to.
     detail::buffer_source* buffers() noexcept { return pool_.get(); }
     /// Buffers of the pool not on loan (diagnostics and tests).
-    std::size_t free_buffers() const noexcept { return pool_ ? pool_->free.size() : opts_.buffer_count; }
+    std::size_t free_buffers() const noexcept { return pool_ ? pool_->free_count() : opts_.buffer_count; }
 
     /// Number of fds currently attached (diagnostics and tests).
     std::size_t attached_count() const noexcept {
@@ -366,14 +351,12 @@ private:
         return 0;
     }
 
-    /// The provided-buffer pool: one slab, a free list, and the receives waiting for it.
-    struct pool final : detail::buffer_source {
-        pool(reactor& r, std::uint16_t count, std::uint32_t size) : owner(r), slab(count, size) {
-            free.reserve(count);
-            for (std::uint16_t i = count; i > 0; --i) free.push_back(static_cast<std::uint16_t>(i - 1));
-        }
+    /// The provided-buffer pool and the receives waiting for it: a returned buffer
+    /// re-runs the oldest waiter on the loop.
+    struct pool final : detail::buffer_source, detail::buffer_pool {
+        pool(reactor& r, std::uint16_t count, std::uint32_t size) : buffer_pool(count, size), owner(r) {}
         void give_back(std::uint16_t id) noexcept override {
-            free.push_back(id);  // never reallocates: reserved for every buffer
+            put(id);
             while (!waiters.empty()) {
                 detail::reactor_op* op = waiters.front();
                 waiters.erase(waiters.begin());
@@ -384,8 +367,6 @@ private:
             }
         }
         reactor& owner;
-        detail::buffer_slab slab;
-        std::vector<std::uint16_t> free;
         std::vector<detail::reactor_op*> waiters;
     };
 
