@@ -60,6 +60,7 @@ for ((r = 0; r < reps; r++)); do
         before=$(cpu_ticks "$pid")
         line=$(taskset -c 1 "$bin/echo_load" --port "$port" --connections "$conns" --size "$size" --depth "$depth" \
             --seconds "$secs" --warmup 1) || { echo "error: ${labels[$k]}: $line" >&2; exit 1; }
+        line=$(grep '^msgs=' <<<"$line")  # the result line (echo_load also says "window")
         after=$(cpu_ticks "$pid")
         kill -INT "$ppid"; wait "$ppid" || true
         kill -TERM "$pid"; wait "$pid" || true
