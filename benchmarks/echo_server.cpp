@@ -13,8 +13,9 @@
 // measure what multishot recv buys).
 // Prints "port N" once listening; runs until SIGINT/SIGTERM, then exits with 0.
 // `echo_server --list` prints one line per backend it can run: its name, and
-// `fd_limit=N` when the backend refuses descriptors from N up (select's FD_SETSIZE);
-// the benchmark runner takes its list of weft servers from it.
+// `fd_limit=N` when the backend refuses descriptors from N up (select's FD_SETSIZE), and
+// `unavailable` when it cannot run here (io_uring disabled); the benchmark runner takes
+// its list of weft servers from it.
 //
 // Linked a second time with count_allocations.cpp as `echo_server_counting`, which
 // prints the number of heap allocations of its whole run at exit (allocations=N).
@@ -103,6 +104,7 @@ int main(int argc, char** argv) {
             std::printf("%.*s", static_cast<int>(B::name.size()), B::name.data());
             if constexpr (requires { B::fd_limit; })
                 if (B::fd_limit < std::numeric_limits<int>::max()) std::printf(" fd_limit=%d", B::fd_limit);
+            if (!B::available()) std::printf(" unavailable");
             std::printf("\n");
         };
         weft::all_backends::each(list);

@@ -34,8 +34,11 @@ protected:
 /// `count` buffers of `size` bytes carved from one allocation, named by index.
 class buffer_slab {
 public:
+    /// The memory is left uninitialised: zeroing it would touch every page of a pool
+    /// (4 MiB by default) up front, where untouched pages cost no resident memory until
+    /// a receive first writes into them.
     buffer_slab(std::uint16_t count, std::uint32_t size)
-        : memory_(std::make_unique<std::byte[]>(std::size_t{count} * size)), count_(count), size_(size) {}
+        : memory_(std::make_unique_for_overwrite<std::byte[]>(std::size_t{count} * size)), count_(count), size_(size) {}
     std::byte* at(std::uint16_t id) const noexcept { return memory_.get() + std::size_t{id} * size_; }
     std::uint16_t count() const noexcept { return count_; }
     std::uint32_t size() const noexcept { return size_; }
