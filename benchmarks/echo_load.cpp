@@ -18,7 +18,8 @@
 // Every echoed byte is checked against what was sent (byte o of connection c's stream is
 // a function of c and o); a wrong byte, a reset or an early EOF is an error, and any
 // error makes the exit status 1. Only loopback targets are accepted. Prints "window"
-// when the measured window opens (after the warm-up), and at its end one line:
+// when the measured window opens (after the warm-up; with --messages, before the first
+// send; never with --idle), and at its end one line:
 //   msgs=M seconds=T msgs_per_s=R mib_per_s=B p50_us=.. p99_us=.. p999_us=..
 //   errors=E client_cpu_pct=C total_msgs=A
 // where M, R, B and the latencies cover the measured window only, and total_msgs counts

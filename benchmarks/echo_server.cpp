@@ -6,13 +6,15 @@
 // level-triggered interest policy, kept to measure epoll_lt's lazy one against it).
 // --api picks how sessions read: read_some into their own 16 KiB buffer, or receive()
 // leases from the backend's provided buffers. `auto` (the default) is receive() on every
-// backend: on uring it needed 2-6% less CPU per message than read_some (multishot recv),
-// on the reactors it measured within ±4% of read_some (noise here; docs/io-models.md
-// has the figures), and an idle session then holds no buffer of its own.
+// backend: on uring, multishot recv behind it needed 2-6% less CPU per message than
+// single-shot recv (docs/io-models.md); on epoll_et, poll and sigio it measured within
+// ±4% of read_some (benchmarks/compare.sh, 64 x depth 1 and 1000 x depth 16), which is
+// the noise here; and an idle session then holds no buffer of its own. On blocking it
+// costs a poll() before each recv (the buffer is taken only once data is there).
 // --multishot off makes uring's receive() use one single-shot recv per call (to
 // measure what multishot recv buys).
 // Prints "port N" once listening; runs until SIGINT/SIGTERM, then exits with 0.
-// `echo_server --list` prints one line per backend it can run: its name, and
+// `echo_server --list` prints one line per backend built in: its name, and
 // `fd_limit=N` when the backend refuses descriptors from N up (select's FD_SETSIZE), and
 // `unavailable` when it cannot run here (io_uring disabled); the benchmark runner takes
 // its list of weft servers from it.

@@ -16,9 +16,9 @@ server the runner records:
     CPU% over the window, and echo_load's own (a cell whose server is below 90% is
     marked client-bound: the load generator, not the server, set the pace);
   - syscalls per message, from separate counted runs: `perf stat -e
-    raw_syscalls:sys_enter` over a fresh server's whole life, for two fixed message
-    counts; the difference of the counts over the difference of the messages leaves out
-    start-up, accepts and teardown;
+    raw_syscalls:sys_enter` attached to a fresh server (0.3 s before the load starts)
+    until the load ends, for two fixed message counts; the difference of the counts
+    over the difference of the messages leaves out start-up and accepts;
   - for weft servers, heap allocations per message, the same way (echo_server_counting).
 With --full also: server RSS per idle connection at 10,000 idle connections,
 user-space instructions per message under callgrind (again two fixed counts), and the
@@ -160,8 +160,13 @@ def discover(only, skipped):
         servers.append(Server(name, "weft", [str(BUILD / "benchmarks/echo_server"), "--backend", name],
                               [str(BUILD / "benchmarks/echo_server_counting"), "--backend", name], limit,
                               "weft, echo_server --api auto (receive())"))
+    uring_off = "uring" in skipped or not any(s.name == "uring" for s in servers) and \
+        "uring unavailable" in out.stdout
     for name, (_, binary, about) in PEERS.items():
         if not wanted(name, only):
+            continue
+        if name.endswith("uring") and uring_off:
+            skipped[name] = "io_uring is not available on this machine"
             continue
         if name in skipped:
             continue
@@ -271,7 +276,7 @@ def timed_run(server, cell, seconds, warmup):
 
 def fixed_counts(cell):
     """Two message counts for the differential runs: large enough that the per-message
-    part dominates, and a multiple of what is in flight at once."""
+    part dominates, and at least twice what is in flight at once."""
     conns, _, depth = cell
     m1 = max(20000, 2 * conns * depth)
     return m1, 3 * m1
@@ -316,7 +321,7 @@ def perf_works():
                            text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"perf unavailable: {e}"
-    if r.returncode != 0 or "raw_syscalls" not in r.stderr:
+    if r.returncode != 0 or not re.search(r"^\d+,,raw_syscalls:sys_enter", r.stderr, re.M):
         return "perf cannot count raw_syscalls:sys_enter (needs root or kernel.perf_event_paranoid <= -1)"
     return None
 
@@ -492,8 +497,9 @@ def main():
     want = min(hard, 2 * IDLE_CONNECTIONS + 1000) if hard != resource.RLIM_INFINITY else 2 * IDLE_CONNECTIONS + 1000
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    if max(c[0] for c in cells) + 100 > want or (args.full and "rss" not in skip and IDLE_CONNECTIONS + 100 > want):
-        sys.exit(f"error: RLIMIT_NOFILE hard limit {hard} is too low for the cells asked for")
+    have = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if max(c[0] for c in cells) + 100 > have or (args.full and "rss" not in skip and IDLE_CONNECTIONS + 100 > have):
+        sys.exit(f"error: RLIMIT_NOFILE is {have} (hard limit {hard}): too low for the connections asked for")
     if (os.cpu_count() or 1) < 2:
         sys.exit("error: the benchmark pins the server to CPU 0 and the load to CPU 1: it needs 2 CPUs")
 
@@ -528,7 +534,8 @@ def main():
                     runs.append({"cell": cell, "server": srv.name, "rep": rep, "error": f"error: {e}"})
                     log(f"   {cell_name(cell):16} {srv.name:11} rep {rep}: error: {e}")
 
-    counted = {}  # (cell, server) -> (syscalls/msg, allocations/msg)
+    counted = {}  # (cell, server) -> (syscalls/msg or an error, allocations/msg)
+    counted_errors = []
     if "syscalls" not in skip:
         log("== counted runs: syscalls (perf) and, for weft, heap allocations per message")
         for cell in cells:
@@ -544,6 +551,8 @@ def main():
                     counted[(cell, srv.name)] = (sc, al)
                     log(f"   {cell_name(cell):16} {srv.name:11} syscalls/msg {fmt(sc, 3)}  allocations/msg {fmt(al, 4)}")
                 except (RuntimeError, OSError) as e:
+                    counted[(cell, srv.name)] = (f"error: {e}", None)
+                    counted_errors.append(f"{cell_name(cell)} {srv.name}: {e}")
                     log(f"   {cell_name(cell):16} {srv.name:11} counted run: error: {e}")
 
     rss = {}
@@ -597,7 +606,8 @@ def main():
     (out / "REPORT.md").write_text(report)
     print(render_tables(summary, servers, cells))
     log(f"\nreport: {out / 'REPORT.md'}")
-    errors = [r for r in runs if r.get("error", "").startswith("error")]
+    errors = [r for r in runs if r.get("error", "").startswith("error")] + counted_errors
+    errors += [v for v in list(rss.values()) + list(ir.values()) if isinstance(v, str) and v.startswith("error")]
     if errors:
         log(f"{len(errors)} run(s) failed; see the report")
         return 1
@@ -717,7 +727,8 @@ def verdict(value, limit):
 def render_targets(summary, servers, cells, rss, ir, compile_rows):
     names = {s.name for s in servers}
     tcells = [c for c in TARGET_CELLS if c in cells]
-    out = [f"Judged on the server-bound cells {', '.join(cell_name(c) for c in tcells) or '(none in this run)'}: "
+    out = [f"Judged on the cells the targets name, {', '.join(cell_name(c) for c in tcells) or '(none in this run)'} "
+           "(whether each was server-bound is in the matrices and the list below): "
            "geometric mean of the per-cell ratios of the medians of server CPU per message.", "",
            "| target | measured | limit | verdict |", "|---|---:|---:|---|"]
 
@@ -726,13 +737,14 @@ def render_targets(summary, servers, cells, rss, ir, compile_rows):
 
     peers = [p for p in ("asio", "libuv", "tokio") if p in names]
     if "uring" in names and peers:
-        best = min(peers, key=lambda p: ratio_line(summary, tcells, p, peers[0])[0] or float("inf"))
+        # The best peer is the one uring compares worst against, over the same cells.
+        best = max(peers, key=lambda p: ratio_line(summary, tcells, "uring", p)[0] or 0)
         add(f"uring CPU/msg ÷ best of Asio-epoll, libuv, Tokio ({best})", ratio_line(summary, tcells, "uring", best)[0],
             0.95)
     if "uring" in names and "c_uring" in names:
         add("uring CPU/msg ÷ C liburing", ratio_line(summary, tcells, "uring", "c_uring")[0], 1.05)
     if "c_uring" in names and peers:
-        best = min(peers, key=lambda p: ratio_line(summary, tcells, p, peers[0])[0] or float("inf"))
+        best = max(peers, key=lambda p: ratio_line(summary, tcells, "c_uring", p)[0] or 0)
         out.append(f"| (calibration) C liburing CPU/msg ÷ {best} | {fmt(ratio_line(summary, tcells, 'c_uring', best)[0], 3)}"
                    " | about 0.88 expected | |")
     if "c_epoll" in names:
@@ -777,7 +789,9 @@ def render_targets(summary, servers, cells, rss, ir, compile_rows):
 
 
 STRUCTURAL = """\
-Where a backend costs more than the C epoll loop, the cause is its model, not weft:
+Where a backend costs more server CPU than the C epoll loop, part of it is its model
+(below) and part is weft's own path per message (the callgrind profiles above show where
+its user-space instructions go):
 - `epoll_lt`: level-triggered; after a short read the fd is reported again while data
   remains, and a session's read parks and is woken once per message, as with ET. Its
   interest set is kept lazily (no `epoll_ctl` in steady state).
@@ -805,6 +819,9 @@ def render_report(args, started, seconds, cells, servers, skipped, perf_problem,
             return "?"
 
     cpu = sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p'") or platform.processor()
+    asio_h = Path("/usr/include/asio/version.hpp")
+    m = re.search(r"#define ASIO_VERSION (\d+)", asio_h.read_text()) if asio_h.exists() else None
+    asio = f"{int(m.group(1)) // 100000}.{int(m.group(1)) // 100 % 1000}.{int(m.group(1)) % 100}" if m else None
     cmdline = "python3 benchmarks/run.py " + " ".join(sys.argv[1:])
     lines = [
         "# weft backend comparison", "",
@@ -817,7 +834,7 @@ def render_report(args, started, seconds, cells, servers, skipped, perf_problem,
         f"- rustc: {sh('rustc --version') or 'not installed'}",
         f"- liburing: {sh('pkg-config --modversion liburing') or 'not installed'}, "
         f"libuv: {sh('pkg-config --modversion libuv') or 'not installed'}, "
-        f"Asio: {sh(chr(39) + 'grep -m1 ASIO_VERSION /usr/include/asio/version.hpp' + chr(39)) or 'not installed'}",
+        f"Asio: {asio or 'not installed'}",
         "",
         "## Method", "",
         f"{args.reps} repetitions per cell, the order of the servers rotating between them; medians. Each run: "
@@ -857,7 +874,10 @@ def render_report(args, started, seconds, cells, servers, skipped, perf_problem,
     if ir:
         lines += ["## User-space instructions per message (callgrind)", "",
                   "64 connections × 64 B × depth 1; `valgrind --tool=callgrind` over a fresh server serving 5,000 "
-                  "and then 25,000 messages; the difference of the two totals over 20,000 messages.", "",
+                  "and then 25,000 messages; the difference of the two totals over the difference of the messages "
+                  "served. A server that valgrind holds in `io_uring_enter` after SIGTERM is sent bursts of messages "
+                  "on 4 new connections until it exits; those messages are counted, their accepts are not "
+                  "separated out.", "",
                   "| server | Ir/msg |", "|---|---:|"]
         for s in servers:
             v = ir.get(s.name)
@@ -883,8 +903,8 @@ def render_report(args, started, seconds, cells, servers, skipped, perf_problem,
     bound = [f"{cell_name(c)}: {s.name}" for c in cells for s in servers
              if summary[(c, s.name)].get("client_bound")]
     lines += ["## Client-bound cells", "",
-              ("Server below 90% CPU (msgs/s there measures the load generator): " + "; ".join(bound))
-              if bound else "None: every server was at 90% CPU or more in every cell it ran.", ""]
+              (f"Server below {CLIENT_BOUND_BELOW:.0f}% CPU (msgs/s there measures the load generator): " + "; ".join(bound))
+              if bound else f"None: every server was at {CLIENT_BOUND_BELOW:.0f}% CPU or more in every cell it ran.", ""]
     lines += ["## Every cell", render_tables(summary, servers, cells), ""]
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ namespace detail {
 /// Where a leased buffer goes back to.
 class buffer_source {
 public:
-    /// Takes buffer `id` back (on the loop's thread).
+    /// Takes buffer `id` back (on the loop's thread; `backend::blocking`: on any thread).
     virtual void give_back(std::uint16_t id) noexcept = 0;
 
 protected:

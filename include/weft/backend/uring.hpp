@@ -595,7 +595,8 @@ private:
                 m->what = what;
                 // A stream's read-ahead queue gets its room now, with the state: it
                 // holds at most max_read_ahead completions plus the few already on their
-                // way when the request is cancelled, so it never grows later, mid-stream.
+                // way when the request is cancelled, so it normally never grows later,
+                // mid-stream (a bigger batch of completions makes it grow, not fail).
                 if (what == multishot::kind::recv) m->queued.reserve(2 * max_read_ahead);
                 *entry = std::move(m);
             } catch (...) {
