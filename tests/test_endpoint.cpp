@@ -45,3 +45,20 @@ TEST_CASE("endpoint rejects malformed text with a specific error", "[endpoint]")
         REQUIRE_FALSE(r.error().message().empty());
     }
 }
+
+TEST_CASE("endpoint rejects an embedded NUL byte and an empty IPv6 scope", "[endpoint]") {
+    using namespace std::string_view_literals;
+    // inet_pton stops at a NUL: without a check, "127.0.0.1\0junk" parsed as 127.0.0.1.
+    const std::string_view bad[] = {"127.0.0.1\0junk:80"sv, "127.0.0.1:8\0"sv, "[::1\0x]:80"sv, "[fe80::1%lo\0]:80"sv,
+                                    "\0:80"sv};
+    for (auto text : bad) {
+        INFO("input of " << text.size() << " bytes with a NUL");
+        auto r = weft::endpoint::parse(text);
+        REQUIRE_FALSE(r);
+        REQUIRE(r.error() == weft::errc::invalid_endpoint);
+    }
+    auto scope = weft::endpoint::parse("[fe80::1%]:80");  // '%' promises a scope
+    REQUIRE_FALSE(scope);
+    REQUIRE(scope.error() == weft::errc::endpoint_bad_address);
+    REQUIRE_FALSE(weft::endpoint::v6("fe80::1%", 80));
+}

@@ -194,6 +194,13 @@ inline std::size_t total_of(std::span<const iovec> iov) noexcept {
     return n;
 }
 
+/// The bytes one `recvmsg`/`sendmsg` over `iov` can move: the first `IOV_MAX` entries
+/// (see `message_of`). Moving fewer than that, not fewer than the whole array, is what
+/// says "drained".
+inline std::size_t one_call_total(std::span<const iovec> iov) noexcept {
+    return total_of(iov.first(iov.size() < IOV_MAX ? iov.size() : IOV_MAX));
+}
+
 /// One vectored `recvmsg` (scatter, `Dir` read: bytes read, 0 at EOF) or `sendmsg`
 /// (gather, `Dir` write: bytes written, possibly fewer than asked).
 template <interest Dir>
@@ -217,7 +224,7 @@ struct message_op {
         else
             p.sendmsg(fd, &msg);
     }
-    bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < total_of(iov); }
+    bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < one_call_total(iov); }
     result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
 };
 /// Vectored read of what is available.
@@ -360,7 +367,12 @@ public:
     ~io_awaiter() {
         if constexpr (!is_blocking) {  // (a blocking call has finished when it returns)
             stop_.reset();
-            if (this->state == detail::op_state::parked) backend_->forget(*this);
+            if (this->state == detail::op_state::parked) {
+                backend_->forget(*this);
+                // A proactor waited for the kernel's completion; what it produced is
+                // nobody's now (an accepted connection must not leak its fd).
+                if constexpr (!is_reactor && requires { op_.discard(0); }) op_.discard(this->res);
+            }
             if (this->state == detail::op_state::ready) {
                 backend_->core().unqueue(*this);
                 if constexpr (requires { op_.discard(0); }) op_.discard(this->res);

@@ -136,8 +136,12 @@ public:
     void detach(int fd) noexcept {
         std::lock_guard lk(calls_mutex_);
         if (fd < 0 || static_cast<std::size_t>(fd) >= calls_.size()) return;
-        for (call* c : calls_[static_cast<std::size_t>(fd)])
+        for (call*& c : calls_[static_cast<std::size_t>(fd)]) {
             if (c && !pthread_equal(c->thread, pthread_self())) interrupt(*c);
+            // The number is the next socket's once close(2) returns: a call of the old
+            // socket must not make the new one's first call fail with EBUSY.
+            c = nullptr;
+        }
     }
 
     /// The loop thread's wait: until a task thread finishes, `wake()`, or `timeout`.
@@ -160,8 +164,10 @@ public:
 
     /// Wakes the loop thread from any thread or a signal handler (an eventfd write).
     void wake() noexcept {
+        const int saved = errno;  // (it may run in a signal handler)
         std::uint64_t one = 1;
         [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
+        errno = saved;
     }
 
     /// Runs `body(stop_token)` on a new thread; `token` (and the backend's teardown)
@@ -305,7 +311,8 @@ private:
         ~call() {
             if (error < 0) return;
             std::lock_guard lk(owner.calls_mutex_);
-            owner.calls_[static_cast<std::size_t>(fd)][dir] = nullptr;
+            call*& mine = owner.calls_[static_cast<std::size_t>(fd)][dir];
+            if (mine == this) mine = nullptr;  // (detach may have let a new socket's call have it)
         }
         /// The thread has left the syscall for good.
         void leave() noexcept {

@@ -74,6 +74,7 @@ struct reactor_op : op_base {
     interest dir = interest::read;
     bool deferred = false;     ///< waiting in the backend's retry list rather than on readiness
     bool buffer_wait = false;  ///< waiting for a provided buffer to come back (receive)
+    bool buffer_woken = false; ///< woken by a returned buffer, retry not yet run: owns that wake-up
 };
 /// A proactor operation: the backend calls `prepare` to fill a submission (through a
 /// backend-specific preparer) and `finish` with each completion's result.
@@ -86,6 +87,8 @@ struct proactor_op : op_base {
     bool abandoned = false;         ///< its frame is dying: complete silently
     bool held = false;              ///< waiting in backend state, not in the kernel (accept, buffers)
     bool uses_buffers = false;      ///< receives into the backend's provided buffers
+    bool buffer_woken = false;      ///< resubmitted because a provided buffer came back
+    std::uint32_t generation = 0;   ///< the fd's generation when submitted: a later one means "closed since"
 };
 }  // namespace detail
 

@@ -56,8 +56,10 @@ public:
     int remove(int fd) noexcept { return ctl(EPOLL_CTL_DEL, fd, 0); }
 
     /// Waits up to `timeout` and reports each ready fd as `on_ready(fd, readable,
-    /// writable, closed)` (`closed`: the peer hung up or an error is pending, states that
-    /// produce no further edge); returns the count or -errno (`-EINTR` is an empty return).
+    /// writable, closed)` (`closed`: the peer hung up, an error is pending, or urgent
+    /// data arrived: states after which a short read no longer proves the socket drained
+    /// and no further edge may come); returns the count or -errno (`-EINTR` is an empty
+    /// return).
     template <class F>
     int wait(clock::duration timeout, F&& on_ready) noexcept {
         std::size_t none = 0;
@@ -68,7 +70,7 @@ public:
             std::uint32_t e = events_[i].events;
             bool err = (e & (EPOLLERR | EPOLLHUP)) != 0;
             on_ready(events_[i].data.fd, err || (e & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) != 0,
-                     err || (e & EPOLLOUT) != 0, err || (e & EPOLLRDHUP) != 0);
+                     err || (e & EPOLLOUT) != 0, err || (e & (EPOLLRDHUP | EPOLLPRI)) != 0);
         }
         return n;
     }
@@ -78,7 +80,10 @@ private:
 
     int ctl(int op, int fd, unsigned mask) noexcept {
         epoll_event ev{};
-        ev.events = (mask & 1 ? EPOLLIN | EPOLLRDHUP : 0u) | (mask & 2 ? EPOLLOUT : 0u) | (Edge ? EPOLLET : 0u);
+        // Edge-triggered also watches EPOLLPRI: TCP urgent data makes recv stop short at
+        // the urgent mark with in-band bytes still queued, and no new edge announces them.
+        ev.events = (mask & 1 ? EPOLLIN | EPOLLRDHUP | (Edge ? EPOLLPRI : 0u) : 0u) | (mask & 2 ? EPOLLOUT : 0u) |
+                    (Edge ? EPOLLET : 0u);
         ev.data.fd = fd;
         return static_cast<int>(sys::detail::check(::epoll_ctl(fd_, op, fd, &ev)));
     }

@@ -24,8 +24,9 @@
 /// - edge-triggered: both directions are registered once, at `attach`. Each fd keeps a
 ///   "may be ready" hint per direction, set by every event and cleared by `EAGAIN` or a
 ///   short read/write; while it is clear, new operations park without trying the syscall.
-///   A hang-up or error is sticky: data and FIN can arrive in one edge, and after the
-///   short read that takes the data no new edge announces the EOF still to be read.
+///   A hang-up, an error or urgent data is sticky: data and FIN can arrive in one edge,
+///   and after the short read that takes the data no new edge announces the EOF still to
+///   be read; a read stops short at TCP's urgent mark with more bytes queued behind it.
 #pragma once
 
 #include <cerrno>
@@ -173,11 +174,15 @@ public:
     /// Parks `op` until its fd is ready in `op.dir`; 0, `-EBUSY` (another operation of
     /// that direction is parked), or the demultiplexer's error (`fd_too_large` for select).
     int park(detail::reactor_op& op) noexcept {
-        if (op.res == -ENOBUFS) return wait_for_buffer(op);
         slot* s = grow(op.fd);
         if (!s) return -ENOMEM;
         std::size_t d = index(op.dir);
         if (s->waiter[d] && s->waiter[d] != &op) return -EBUSY;
+        if (op.res == -ENOBUFS) {
+            if (int err = wait_for_buffer(op); err < 0) return err;
+            s->waiter[d] = &op;
+            return 0;
+        }
         if (!s->attached) {
             if (int err = attach(op.fd); err < 0) return err;
         }
@@ -236,6 +241,7 @@ public:
         for (detail::reactor_op* op : retrying_) {
             if (!op) continue;  // cancelled or forgotten while queued
             op->deferred = false;
+            op->buffer_woken = false;  // the retry uses the wake-up (a buffer it gives back wakes the next)
             slot& s = slots_[static_cast<std::size_t>(op->fd)];
             std::size_t d = index(op->dir);
             if (op->perform(*op)) {
@@ -243,8 +249,10 @@ public:
                 if constexpr (eager) disarm(op->fd, s, d);
                 core_.complete(*op, op->res);
             } else if (op->res == -ENOBUFS) {
-                s.waiter[d] = nullptr;
-                if (int err = wait_for_buffer(*op); err < 0) core_.complete(*op, err);
+                if (int err = wait_for_buffer(*op); err < 0) {
+                    s.waiter[d] = nullptr;
+                    core_.complete(*op, err);
+                }
             } else if (int err = arm(op->fd, s, d); err < 0) {
                 s.waiter[d] = nullptr;
                 core_.complete(*op, err);
@@ -253,11 +261,14 @@ public:
         retrying_.clear();
     }
 
-    /// Interrupts `wait` from any thread or signal handler (an eventfd write).
+    /// Interrupts `wait` from any thread or signal handler (an eventfd write); leaves
+    /// `errno` as it found it, as a signal handler must.
     void wake() noexcept {
+        const int saved = errno;
         std::uint64_t one = 1;
         [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
         if constexpr (requires(Demux& d) { d.wake(); }) demux_.wake();
+        errno = saved;
     }
 
     /// The demultiplexer (diagnostics and tests, e.g. sigio's overflow count).
@@ -285,7 +296,7 @@ private:
         detail::reactor_op* waiter[2]{};
         std::uint8_t registered = 0;  ///< directions the demux watches (bit 1 read, 2 write)
         bool ready[2]{true, true};    ///< edge-triggered "may be ready" hints
-        bool closed = false;          ///< hang-up or error seen: always worth trying
+        bool closed = false;          ///< hang-up, error or urgent data seen: always worth trying
         bool attached = false;
     };
 
@@ -327,19 +338,25 @@ private:
             if constexpr (!Demux::edge_triggered) disarm(fd, s, d);
             return;
         }
-        if (op->deferred) return;  // its retry runs after the scan anyway
+        // A queued retry runs after the scan anyway; a receive waiting for a buffer
+        // knows the fd is readable and waits for the buffer, not for readiness.
+        if (op->deferred || op->buffer_wait) return;
         if (op->perform(*op)) {
             s.waiter[d] = nullptr;
             if constexpr (eager) disarm(fd, s, d);
             core_.complete(*op, op->res);
         } else if (op->res == -ENOBUFS) {
-            s.waiter[d] = nullptr;  // readable, but every buffer is on loan
-            (void)wait_for_buffer(*op);
+            // Readable, but every buffer is on loan. It keeps its place on the fd, so a
+            // close finds and cancels it (and a second receive is still EBUSY).
+            if (int err = wait_for_buffer(*op); err < 0) {
+                s.waiter[d] = nullptr;
+                core_.complete(*op, err);
+            }
         }
     }
 
     /// A receive found every pooled buffer on loan: it waits for one to come back (not
-    /// for readiness, which is already there).
+    /// for readiness, which is already there), keeping its place on the fd.
     int wait_for_buffer(detail::reactor_op& op) noexcept {
         try {
             pool_->waiters.push_back(&op);
@@ -352,16 +369,24 @@ private:
     }
 
     /// The provided-buffer pool and the receives waiting for it: a returned buffer
-    /// re-runs the oldest waiter on the loop.
+    /// re-runs the oldest waiter on the loop. The woken receive owns that wake-up until
+    /// its retry runs; if it leaves first (cancelled, its socket closed), `unlink`
+    /// passes the wake-up on, so no receive waits while a buffer is free (DESIGN
+    /// invariant 11).
     struct pool final : detail::buffer_source, detail::buffer_pool {
         pool(reactor& r, std::uint16_t count, std::uint32_t size) : buffer_pool(count, size), owner(r) {}
         void give_back(std::uint16_t id) noexcept override {
             put(id);
-            while (!waiters.empty()) {
+            wake_one();
+        }
+        /// Re-runs the oldest waiter if a buffer is free.
+        void wake_one() noexcept {
+            while (free_count() > 0 && !waiters.empty()) {
                 detail::reactor_op* op = waiters.front();
                 waiters.erase(waiters.begin());
                 if (!op) continue;  // cancelled while waiting
                 op->buffer_wait = false;
+                op->buffer_woken = true;
                 owner.defer(*op);  // retried on the next iteration, with a buffer to take
                 break;
             }
@@ -384,6 +409,10 @@ private:
             for (auto& p : pool_->waiters)
                 if (p == &op) p = nullptr;
             op.buffer_wait = false;
+        }
+        if (op.buffer_woken) {  // it leaves with a wake-up it did not use: pass it on
+            op.buffer_woken = false;
+            pool_->wake_one();
         }
     }
 

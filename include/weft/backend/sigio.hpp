@@ -96,8 +96,16 @@ public:
         return watched_.remove(fd);
     }
 
-    /// Interrupts `wait` from any thread or signal handler: `tgkill` of the signal.
-    void wake() noexcept { ::syscall(SYS_tgkill, pid_, tid_, signo_); }
+    /// Interrupts `wait` from any thread or signal handler: `tgkill` of the signal. When
+    /// the real-time queue is full (`RLIMIT_SIGPENDING`: `EAGAIN`), plain `SIGIO` instead:
+    /// a classic signal is marked pending without a queue entry, so it always arrives,
+    /// and the loop answers it with the overflow sweep, which includes the wake-up fd.
+    /// Leaves `errno` as it found it (it may run in a signal handler).
+    void wake() noexcept {
+        const int saved = errno;
+        if (::syscall(SYS_tgkill, pid_, tid_, signo_) != 0) ::syscall(SYS_tgkill, pid_, tid_, SIGIO);
+        errno = saved;
+    }
 
     /// Times the real-time queue overflowed (plain `SIGIO`) and every fd was retried.
     std::uint64_t overflows() const noexcept { return overflows_; }

@@ -175,14 +175,28 @@ public:
     int attach(int) noexcept { return 0; }
 
     /// Before `close(fd)`: cancels every operation in flight on `fd` and submits at once,
-    /// so the kernel lets go of the file before it is closed (the peer then sees the FIN
-    /// and no completion can land on a later socket that reuses the fd number). The
-    /// operations complete with `-ECANCELED` (or their real result) as usual.
+    /// so the kernel lets go of the file before it is closed (the peer then sees the FIN).
+    /// Operations waiting in backend state (for a provided buffer, on a multishot)
+    /// complete with `-ECANCELED` now; those in the kernel complete with `-ECANCELED` (or
+    /// their real result) when their CQE arrives. The fd's generation moves on, so such a
+    /// late completion is never resubmitted: after `close(2)` the number belongs to the
+    /// next socket (DESIGN invariant 10), which starts with no busy bits.
     void detach(int fd) noexcept {
+        fd_slot* slot = find_slot(fd);
+        if (!slot) return;  // nothing was ever submitted on it
         const multishot* m = find_multishot(fd);
         bool armed = m && m->armed;
         drop_multishot(fd);
-        bool busy = fd >= 0 && static_cast<std::size_t>(fd) < busy_.size() && busy_[static_cast<std::size_t>(fd)] != 0;
+        for (detail::proactor_op*& w : buffer_waiters_) {
+            if (w && w->fd == fd) {
+                detail::proactor_op& op = *std::exchange(w, nullptr);
+                op.held = false;
+                settle(op, -ECANCELED);
+            }
+        }
+        bool busy = slot->busy != 0;
+        ++slot->generation;
+        slot->busy = 0;
         if (!busy && !armed) return;
         io_uring_sqe* sqe = get_sqe();
         io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
@@ -197,10 +211,11 @@ public:
     /// an operation of the same direction is already in flight on the fd (the same rule
     /// as the reactors: one reader and one writer per socket).
     int submit(detail::proactor_op& op) noexcept {
-        if (!mark(op.fd, op.dir)) return -EBUSY;
+        if (!mark(op)) return -EBUSY;
         op.state = detail::op_state::parked;
         op.cancel_requested = false;
         op.abandoned = false;
+        op.buffer_woken = false;
         prepare(op);
         return 0;
     }
@@ -271,8 +286,10 @@ public:
 
     /// Interrupts `wait` from any thread or signal handler (an eventfd the ring polls).
     void wake() noexcept {
+        const int saved = errno;  // (it may run in a signal handler)
         std::uint64_t one = 1;
         [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
+        errno = saved;
     }
 
     /// Fills the submission for one operation (see the op table in `io.hpp`). It also
@@ -314,7 +331,12 @@ public:
             if (inject(sys::call::recv, fd, len)) return;
             if (int err = ring_.ensure_buffers(); err < 0) return complete_now(err);
             op_.uses_buffers = true;
-            if (ring_.features_.multishot_recv && ring_.recv_from_multishot(op_, fd, *this)) return;
+            // A receive woken because a buffer came back reads with a single-shot recv
+            // (unless bytes were read ahead): if it is cancelled before its data comes,
+            // nothing is left armed to read ahead into the buffer the next waiter needs.
+            if (ring_.features_.multishot_recv && (!op_.buffer_woken || ring_.read_ahead(fd) > 0) &&
+                ring_.recv_from_multishot(op_, fd, *this))
+                return;
             io_uring_sqe* s = sqe();
             io_uring_prep_recv(s, fd, nullptr, len, 0);
             s->flags |= IOSQE_BUFFER_SELECT;
@@ -440,6 +462,7 @@ private:
             buffer_waiters_.pop_front();
             if (!op) continue;
             op->held = false;
+            op->buffer_woken = true;
             prepare(*op);
             break;
         }
@@ -515,19 +538,42 @@ private:
         if (multishot* m = find_multishot(op.fd); m && m->waiter == &op) m->waiter = nullptr;
     }
 
-    /// Records an operation of direction `dir` in flight on `fd`; false if one already is.
-    bool mark(int fd, interest dir) noexcept {
-        if (fd < 0) return true;
-        std::uint8_t* busy = detail::fd_entry(busy_, fd);
-        if (!busy) return true;  // no memory: only costs the EBUSY check and a needless cancel in detach
-        auto bit = static_cast<std::uint8_t>(1u << static_cast<unsigned>(dir));
-        if (*busy & bit) return false;
-        *busy |= bit;
+    /// Per fd number: which directions have an operation in flight, and which socket
+    /// (generation) currently owns the number.
+    struct fd_slot {
+        std::uint32_t generation = 0;  ///< moves on at every detach (the socket is closing)
+        std::uint8_t busy = 0;         ///< bit 0 a read, bit 1 a write in flight
+    };
+    fd_slot* find_slot(int fd) noexcept {
+        return fd >= 0 && static_cast<std::size_t>(fd) < slots_.size() ? &slots_[static_cast<std::size_t>(fd)] : nullptr;
+    }
+    /// Records `op` in flight on its fd and stamps it with the fd's generation; false if
+    /// an operation of the same direction already is. A negative fd (a file-less op)
+    /// needs no slot.
+    bool mark(detail::proactor_op& op) noexcept {
+        if (op.fd < 0) return true;
+        fd_slot* slot = detail::fd_entry(slots_, op.fd);
+        if (!slot) {
+            // No memory for the table: the op cannot be told apart from a later socket's,
+            // so refuse it rather than risk resubmitting it onto a reused number.
+            return false;
+        }
+        auto bit = static_cast<std::uint8_t>(1u << static_cast<unsigned>(op.dir));
+        if (slot->busy & bit) return false;
+        slot->busy |= bit;
+        op.generation = slot->generation;
         return true;
     }
-    void unmark(int fd, interest dir) noexcept {
-        if (fd >= 0 && static_cast<std::size_t>(fd) < busy_.size())
-            busy_[static_cast<std::size_t>(fd)] &= static_cast<std::uint8_t>(~(1u << static_cast<unsigned>(dir)));
+    /// True once `op`'s socket has been detached (closed): its fd number may already
+    /// belong to another socket, so nothing of `op` may be submitted again.
+    bool stale(const detail::proactor_op& op) noexcept {
+        const fd_slot* slot = find_slot(op.fd);
+        return slot && slot->generation != op.generation;
+    }
+    void unmark(const detail::proactor_op& op) noexcept {
+        fd_slot* slot = find_slot(op.fd);
+        if (slot && slot->generation == op.generation)
+            slot->busy &= static_cast<std::uint8_t>(~(1u << static_cast<unsigned>(op.dir)));
     }
 
     /// A free SQE; when the queue is full, submits what is queued first (never drops).
@@ -798,29 +844,72 @@ private:
 
     /// Hands one result to `op`: completes it, or submits its next step.
     void settle(detail::proactor_op& op, int res, unsigned flags = 0) noexcept {
-        if (res == -ENOBUFS && op.uses_buffers && !op.abandoned && !op.cancel_requested) {
+        if (stale(op)) return settle_closed(op, res, flags);
+        if (res == -ENOBUFS && (op.cancel_requested || op.abandoned)) res = -ECANCELED;  // it was not waiting any more
+        if (res == -ENOBUFS && op.uses_buffers) {
             // The ring is empty: wait for a lease to come back, then submit again.
             try {
                 buffer_waiters_.push_back(&op);
                 op.held = true;
+                // A lease may have come back since the kernel found the ring empty: no
+                // receive waits while a buffer is free.
+                if (buffers_ && buffers_->available > 0) buffer_returned();
                 return;
             } catch (...) {
             }
         }
-        if (op.abandoned && (flags & IORING_CQE_F_BUFFER) && buffers_)  // nobody will lease it
-            buffers_->give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
-        bool done = op.abandoned || op.finish(op, res, flags);
+        if (op.abandoned) return settle_abandoned(op, res, flags);
+        bool done = op.finish(op, res, flags);
         if (!done && !op.cancel_requested) {
             prepare(op);  // partial progress (write_all, read_exact...): submit the rest
             return;
         }
         if (!done) op.res = -ECANCELED;  // cancelled between two steps: the rest never happened
-        unmark(op.fd, op.dir);
-        if (op.abandoned) {
+        unmark(op);
+        finish_settled(op, flags);
+    }
+
+    /// `settle` for an operation whose socket was closed under it (its CQE arrived after
+    /// `detach`): a result it really got is delivered (bytes read, a connection accepted),
+    /// but nothing is submitted again (a partial write's rest would go to whichever
+    /// socket now has the number), no error handling of the op runs (an accept's EMFILE
+    /// shedding would use the closed listener's reserve fd), and the busy bits, which
+    /// belong to the number's new owner, are left alone.
+    void settle_closed(detail::proactor_op& op, int res, unsigned flags) noexcept {
+        if (op.abandoned) return settle_abandoned(op, res, flags);
+        if (res >= 0 && op.finish(op, res, flags)) return finish_settled(op, flags);  // delivered
+        if (res < 0 && (flags & IORING_CQE_F_BUFFER) && buffers_)
+            buffers_->give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
+        // A partial operation's rest never happened; ENOBUFS only meant "wait", and
+        // nothing waits for a closed socket.
+        op.res = res >= 0 || res == -ENOBUFS ? -ECANCELED : res;
+        finish_settled(op, flags);
+    }
+
+    /// `settle` for an operation whose frame is being destroyed (`forget` waits for
+    /// this): nobody resumes, a received buffer goes back, and `res` is kept as the
+    /// kernel gave it, so the awaiter's destructor can release what it owns (an
+    /// accepted connection's fd).
+    void settle_abandoned(detail::proactor_op& op, int res, unsigned flags) noexcept {
+        if ((flags & IORING_CQE_F_BUFFER) && buffers_)
+            buffers_->give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
+        op.res = res;
+        unmark(op);
+        finish_settled(op, flags);
+    }
+
+    /// The last step of `settle`: resumes the awaiter (unless its frame is going away),
+    /// and passes a provided-buffer wake-up on when this receive leaves without a buffer.
+    void finish_settled(detail::proactor_op& op, unsigned flags) noexcept {
+        op.buffer_woken = false;
+        if (op.abandoned)
             op.state = detail::op_state::idle;  // its frame is going away: resume nobody
-            return;
-        }
-        core_.complete(op, op.res);
+        else
+            core_.complete(op, op.res);
+        // A receive woken for a returned buffer may end (cancelled, closed) without taking
+        // one: the next waiter must get the wake-up instead (DESIGN invariant 11).
+        if (op.uses_buffers && !(flags & IORING_CQE_F_BUFFER) && buffers_ && buffers_->available > 0)
+            buffer_returned();
     }
 
     /// Takes every available completion off the ring. Each batch is copied out and the
@@ -884,7 +973,7 @@ private:
     io_uring ring_{};
     feature_set features_;
     int wake_fd_ = -1;
-    std::vector<std::uint8_t> busy_;                    ///< per fd: bit 0 a read, bit 1 a write in flight
+    std::vector<fd_slot> slots_;                        ///< per fd: busy bits and generation
     std::vector<std::unique_ptr<multishot>> multishots_;  ///< multishot accept/recv state, per fd
     std::vector<std::unique_ptr<multishot>> closing_;     ///< detached states the kernel still refers to
     options opts_;

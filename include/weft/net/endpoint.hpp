@@ -29,8 +29,10 @@ public:
 
     /// Parses `"a.b.c.d:port"` or `"[v6]:port"`; errors name what is wrong
     /// (`weft::errc::endpoint_missing_port`, `endpoint_bad_port`, `endpoint_bad_address`,
-    /// `invalid_endpoint`).
+    /// `invalid_endpoint`, also for text with an embedded NUL byte).
     static result<endpoint> parse(std::string_view text) noexcept {
+        // The C functions below stop at a NUL: "127.0.0.1\0junk" must not pass as 127.0.0.1.
+        if (text.find('\0') != std::string_view::npos) return errc::invalid_endpoint;
         std::string_view host, port;
         if (!text.empty() && text.front() == '[') {
             auto close = text.find(']');
@@ -56,7 +58,7 @@ public:
     /// An IPv4 endpoint from a dotted-quad literal; `endpoint_bad_address` if it is not one.
     static result<endpoint> v4(std::string_view address, std::uint16_t port) noexcept {
         char buf[INET_ADDRSTRLEN];
-        if (address.empty() || address.size() >= sizeof buf) return errc::endpoint_bad_address;
+        if (address.empty() || address.size() >= sizeof buf || has_nul(address)) return errc::endpoint_bad_address;
         std::memcpy(buf, address.data(), address.size());
         buf[address.size()] = '\0';
         endpoint e;
@@ -67,13 +69,18 @@ public:
         return e;
     }
 
-    /// An IPv6 endpoint from a literal without brackets (optionally `%scope`).
+    /// An IPv6 endpoint from a literal without brackets (optionally `%scope`, a number or
+    /// an interface name; a `%` with nothing after it is `endpoint_bad_address`).
     static result<endpoint> v6(std::string_view address, std::uint16_t port) noexcept {
+        if (has_nul(address)) return errc::endpoint_bad_address;
         std::string_view scope;
+        bool scoped = false;
         if (auto pct = address.find('%'); pct != std::string_view::npos) {
             scope = address.substr(pct + 1);
             address = address.substr(0, pct);
+            scoped = true;
         }
+        if (scoped && scope.empty()) return errc::endpoint_bad_address;  // "fe80::1%": which interface?
         char buf[INET6_ADDRSTRLEN];
         if (address.empty() || address.size() >= sizeof buf) return errc::endpoint_bad_address;
         std::memcpy(buf, address.data(), address.size());
@@ -167,6 +174,7 @@ public:
     }
 
 private:
+    static bool has_nul(std::string_view s) noexcept { return s.find('\0') != std::string_view::npos; }
     static result<std::uint16_t> parse_port(std::string_view s) noexcept {
         if (s.empty() || s.size() > 5) return errc::endpoint_bad_port;
         unsigned v = 0;

@@ -137,9 +137,10 @@ struct accept_op {
         return c == -EAGAIN;
     }
     bool drained(int) const noexcept { return false; }
-    /// Closes a connection that was accepted but never handed to anyone.
+    /// Closes a connection that was accepted but never handed to anyone (a result of
+    /// the proactor's readiness poll is a poll mask, not a connection).
     void discard(int res) const noexcept {
-        if (res >= 0) sys::close(res);
+        if (res >= 0 && !poll_first) sys::close(res);
     }
     result<tcp_stream<Backend>> make(int res) const noexcept {
         if (res < 0) return errno_code(-res);
@@ -326,6 +327,24 @@ public:
         int reserve = sys::open("/dev/null", O_RDONLY);
         if (reserve < 0) return detail::errno_code(-reserve);
         t.reserve_ = std::make_unique<int>(reserve);
+        return t;
+    }
+
+    /// Adopts a socket that is already bound and listening (created with
+    /// `Backend::socket_flags`, e.g. inherited from a supervisor); on error the fd is
+    /// closed. Errors: those of `attach` (`fd_too_large` on select), `EMFILE` for the
+    /// reserve fd.
+    static result<tcp_listener> adopt(loop<Backend>& l, int fd) noexcept {
+        tcp_listener t(l.backend(), fd);
+        if (int r = l.backend().attach(fd); r < 0) return detail::errno_code(-r);
+        int reserve = sys::open("/dev/null", O_RDONLY);
+        if (reserve < 0) return detail::errno_code(-reserve);
+        try {
+            t.reserve_ = std::make_unique<int>(reserve);
+        } catch (...) {
+            sys::close(reserve);
+            return detail::errno_code(ENOMEM);
+        }
         return t;
     }
 
