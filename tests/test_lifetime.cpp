@@ -782,6 +782,11 @@ void accept_teardown_leaks_nothing(typename B::options opts) {
             clients.push_back(std::move(c));
             loop.run_once(std::chrono::milliseconds(i == 0 ? 20 : 0));
         }
+        for (int i = 0; i < 2; ++i) {  // and two the loop never looks at before teardown
+            raw_fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            REQUIRE(::connect(c.fd, ep.data(), ep.size()) == 0);
+            clients.push_back(std::move(c));
+        }
         // The listener closes first, then the loop goes with the accepted, queued and
         // in-flight connections.
     }

@@ -211,7 +211,7 @@ public:
     /// an operation of the same direction is already in flight on the fd (the same rule
     /// as the reactors: one reader and one writer per socket).
     int submit(detail::proactor_op& op) noexcept {
-        if (!mark(op)) return -EBUSY;
+        if (int err = mark(op); err < 0) return err;
         op.state = detail::op_state::parked;
         op.cancel_requested = false;
         op.abandoned = false;
@@ -547,22 +547,20 @@ private:
     fd_slot* find_slot(int fd) noexcept {
         return fd >= 0 && static_cast<std::size_t>(fd) < slots_.size() ? &slots_[static_cast<std::size_t>(fd)] : nullptr;
     }
-    /// Records `op` in flight on its fd and stamps it with the fd's generation; false if
-    /// an operation of the same direction already is. A negative fd (a file-less op)
-    /// needs no slot.
-    bool mark(detail::proactor_op& op) noexcept {
-        if (op.fd < 0) return true;
+    /// Records `op` in flight on its fd and stamps it with the fd's generation: 0,
+    /// `-EBUSY` if an operation of the same direction already is, or `-ENOMEM` when the
+    /// table cannot grow (then the op could not be told apart from a later socket's, so
+    /// it is refused rather than risk resubmitting it onto a reused number). A negative
+    /// fd (a file-less op) needs no slot.
+    int mark(detail::proactor_op& op) noexcept {
+        if (op.fd < 0) return 0;
         fd_slot* slot = detail::fd_entry(slots_, op.fd);
-        if (!slot) {
-            // No memory for the table: the op cannot be told apart from a later socket's,
-            // so refuse it rather than risk resubmitting it onto a reused number.
-            return false;
-        }
+        if (!slot) return -ENOMEM;
         auto bit = static_cast<std::uint8_t>(1u << static_cast<unsigned>(op.dir));
-        if (slot->busy & bit) return false;
+        if (slot->busy & bit) return -EBUSY;
         slot->busy |= bit;
         op.generation = slot->generation;
-        return true;
+        return 0;
     }
     /// True once `op`'s socket has been detached (closed): its fd number may already
     /// belong to another socket, so nothing of `op` may be submitted again.
