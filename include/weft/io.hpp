@@ -370,8 +370,10 @@ public:
             if (this->state == detail::op_state::parked) {
                 backend_->forget(*this);
                 // A proactor waited for the kernel's completion; what it produced is
-                // nobody's now (an accepted connection must not leak its fd).
-                if constexpr (!is_reactor && requires { op_.discard(0); }) op_.discard(this->res);
+                // nobody's now (an accepted connection must not leak its fd). Only a
+                // settled result counts: if the ring failed, `res` is not the kernel's.
+                if constexpr (!is_reactor && requires { op_.discard(0); })
+                    if (this->state == detail::op_state::idle) op_.discard(this->res);
             }
             if (this->state == detail::op_state::ready) {
                 backend_->core().unqueue(*this);
