@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -162,11 +163,15 @@ public:
     }
 
     /// Makes `run()` return (and `run(task)` throw) at the next iteration. Thread-safe
-    /// and async-signal-safe, so a SIGINT handler may call it. (`backend::blocking`:
-    /// the task threads go on after `run()` returns; destroying the loop stops them.)
+    /// and async-signal-safe, so a SIGINT handler may call it; it leaves `errno` as it
+    /// found it (a backend's wake-up may fail, e.g. sigio's with a full signal queue).
+    /// (`backend::blocking`: the task threads go on after `run()` returns; destroying
+    /// the loop stops them.)
     void stop() noexcept {
+        const int saved = errno;
         stop_requested_.store(true, std::memory_order_release);
         backend_.wake();
+        errno = saved;
     }
 
     /// Queues `fn` to run on the loop's thread during its next iteration; safe to call

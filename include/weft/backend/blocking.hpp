@@ -164,10 +164,8 @@ public:
 
     /// Wakes the loop thread from any thread or a signal handler (an eventfd write).
     void wake() noexcept {
-        const int saved = errno;  // (it may run in a signal handler)
         std::uint64_t one = 1;
         [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
-        errno = saved;
     }
 
     /// Runs `body(stop_token)` on a new thread; `token` (and the backend's teardown)

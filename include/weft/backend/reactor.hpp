@@ -261,14 +261,11 @@ public:
         retrying_.clear();
     }
 
-    /// Interrupts `wait` from any thread or signal handler (an eventfd write); leaves
-    /// `errno` as it found it, as a signal handler must.
+    /// Interrupts `wait` from any thread or signal handler (an eventfd write).
     void wake() noexcept {
-        const int saved = errno;
         std::uint64_t one = 1;
         [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
         if constexpr (requires(Demux& d) { d.wake(); }) demux_.wake();
-        errno = saved;
     }
 
     /// The demultiplexer (diagnostics and tests, e.g. sigio's overflow count).

@@ -100,11 +100,8 @@ public:
     /// the real-time queue is full (`RLIMIT_SIGPENDING`: `EAGAIN`), plain `SIGIO` instead:
     /// a classic signal is marked pending without a queue entry, so it always arrives,
     /// and the loop answers it with the overflow sweep, which includes the wake-up fd.
-    /// Leaves `errno` as it found it (it may run in a signal handler).
     void wake() noexcept {
-        const int saved = errno;
         if (::syscall(SYS_tgkill, pid_, tid_, signo_) != 0) ::syscall(SYS_tgkill, pid_, tid_, SIGIO);
-        errno = saved;
     }
 
     /// Times the real-time queue overflowed (plain `SIGIO`) and every fd was retried.

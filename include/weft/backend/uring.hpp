@@ -286,10 +286,8 @@ public:
 
     /// Interrupts `wait` from any thread or signal handler (an eventfd the ring polls).
     void wake() noexcept {
-        const int saved = errno;  // (it may run in a signal handler)
         std::uint64_t one = 1;
         [[maybe_unused]] long r = sys::write(wake_fd_, &one, sizeof one);
-        errno = saved;
     }
 
     /// Fills the submission for one operation (see the op table in `io.hpp`). It also
@@ -808,9 +806,15 @@ private:
     void discard(multishot& m, multishot::completion c) noexcept {
         if (m.what == multishot::kind::accept) {
             if (c.res >= 0) sys::close(c.res);
-        } else if ((c.flags & IORING_CQE_F_BUFFER) && buffers_) {
-            buffers_->give_back(static_cast<std::uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT));
+        } else {
+            give_back_buffer(c.flags);
         }
+    }
+
+    /// Returns the provided buffer a completion with CQE `flags` carries, if it has one.
+    void give_back_buffer(unsigned flags) noexcept {
+        if ((flags & IORING_CQE_F_BUFFER) && buffers_)
+            buffers_->give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
     }
 
     /// Before `fd` closes: its waiter completes cancelled, queued completions are let
@@ -876,8 +880,7 @@ private:
     void settle_closed(detail::proactor_op& op, int res, unsigned flags) noexcept {
         if (op.abandoned) return settle_abandoned(op, res, flags);
         if (res >= 0 && op.finish(op, res, flags)) return finish_settled(op, flags);  // delivered
-        if (res < 0 && (flags & IORING_CQE_F_BUFFER) && buffers_)
-            buffers_->give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
+        if (res < 0) give_back_buffer(flags);
         // A partial operation's rest never happened; ENOBUFS only meant "wait", and
         // nothing waits for a closed socket.
         op.res = res >= 0 || res == -ENOBUFS ? -ECANCELED : res;
@@ -889,8 +892,7 @@ private:
     /// kernel gave it, so the awaiter's destructor can release what it owns (an
     /// accepted connection's fd).
     void settle_abandoned(detail::proactor_op& op, int res, unsigned flags) noexcept {
-        if ((flags & IORING_CQE_F_BUFFER) && buffers_)
-            buffers_->give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
+        give_back_buffer(flags);
         op.res = res;
         unmark(op);
         finish_settled(op, flags);

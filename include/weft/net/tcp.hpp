@@ -316,18 +316,16 @@ public:
     static result<tcp_listener> bind(loop<Backend>& l, const endpoint& local, listen_options opts = {}) noexcept {
         int fd = sys::socket(local.family(), SOCK_STREAM | Backend::socket_flags, 0);
         if (fd < 0) return detail::errno_code(-fd);
-        tcp_listener t(l.backend(), fd);
         int r = 0;
         if (opts.reuse_address) r = sys::setsockopt_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
         if (r == 0 && opts.reuse_port) r = sys::setsockopt_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
         if (r == 0) r = sys::bind(fd, local.data(), local.size());
         if (r == 0) r = sys::listen(fd, opts.backlog);
-        if (r == 0) r = l.backend().attach(fd);
-        if (r < 0) return detail::errno_code(-r);
-        int reserve = sys::open("/dev/null", O_RDONLY);
-        if (reserve < 0) return detail::errno_code(-reserve);
-        t.reserve_ = std::make_unique<int>(reserve);
-        return t;
+        if (r < 0) {
+            sys::close(fd);
+            return detail::errno_code(-r);
+        }
+        return adopt(l, fd);  // registers it and takes the reserve fd
     }
 
     /// Adopts a socket that is already bound and listening (created with
