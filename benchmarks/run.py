@@ -639,6 +639,7 @@ def summarise(runs, counted, servers, cells):
                           "user_us_per_msg", "sys_us_per_msg", "server_cpu_pct", "client_cpu_pct"):
                     row[k] = median([r[k] for r in ok])
                 row["client_bound"] = row["server_cpu_pct"] < CLIENT_BOUND_BELOW
+                row["fairness"] = row["p999_us"] / row["p50_us"] if row["p50_us"] else None
             sc, al = counted.get((cell, srv.name), (None, None))
             row["syscalls_per_msg"], row["allocations_per_msg"] = sc, al
             summary[(cell, srv.name)] = row
@@ -647,7 +648,7 @@ def summarise(runs, counted, servers, cells):
 
 FIELDS = ["connections", "size", "depth", "server", "family", "status", "runs", "msgs_per_s", "mib_per_s", "p50_us",
           "p99_us", "p999_us", "cpu_us_per_msg", "user_us_per_msg", "sys_us_per_msg", "server_cpu_pct",
-          "client_cpu_pct", "client_bound", "syscalls_per_msg", "allocations_per_msg"]
+          "client_cpu_pct", "client_bound", "fairness", "syscalls_per_msg", "allocations_per_msg"]
 
 
 def write_csv(out, runs, summary):
@@ -668,19 +669,19 @@ def write_csv(out, runs, summary):
 
 def cell_table(summary, servers, cell):
     lines = [f"| server | msgs/s | server µs/msg (user + sys) | server CPU | client CPU | p50 / p99 / p99.9 µs "
-             f"| syscalls/msg | allocations/msg |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"| p99.9 / p50 | syscalls/msg | allocations/msg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for srv in servers:
         row = summary[(cell, srv.name)]
         if "msgs_per_s" not in row:
-            lines.append(f"| {srv.name} | {row['status']} | | | | | | |")
+            lines.append(f"| {srv.name} | {row['status']} | | | | | | | |")
             continue
         bound = " (client-bound)" if row["client_bound"] else ""
         lines.append(
             f"| {srv.name} | {fmt(row['msgs_per_s'], 0)} | {fmt(row['cpu_us_per_msg'], 2)} "
             f"({fmt(row['user_us_per_msg'], 2)} + {fmt(row['sys_us_per_msg'], 2)}) | {fmt(row['server_cpu_pct'], 0)}%{bound} "
             f"| {fmt(row['client_cpu_pct'], 0)}% | {fmt(row['p50_us'])} / {fmt(row['p99_us'])} / {fmt(row['p999_us'])} "
-            f"| {fmt(row['syscalls_per_msg'], 2)} | {fmt(row['allocations_per_msg'], 4)} |")
+            f"| {fmt(row['fairness'], 1)} | {fmt(row['syscalls_per_msg'], 2)} | {fmt(row['allocations_per_msg'], 4)} |")
     return "\n".join(lines)
 
 
@@ -706,6 +707,36 @@ def matrix_table(summary, servers, cells, key, digits):
                 vals.append(fmt(v, digits) + ("*" if row.get("client_bound") else ""))
         lines.append(f"| {srv.name} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
+
+
+# A cell's p99.9 latency above this many times its p50 means some connections waited far
+# longer than the typical one: service was not fair (issue 10, scenario 12).
+FAIRNESS_LIMIT = 10.0
+
+
+def fairness_lines(summary, servers, cells):
+    """Which servers keep p99.9 / p50 within FAIRNESS_LIMIT in every cell with many connections."""
+    many = [c for c in cells if c[0] >= 64]
+    held, missed = [], []
+    for srv in servers:
+        worst = None
+        for c in many:
+            f = summary[(c, srv.name)].get("fairness")
+            if f is not None and (worst is None or f > worst[0]):
+                worst = (f, c)
+        if worst is None:
+            continue
+        (held if worst[0] <= FAIRNESS_LIMIT else missed).append((srv.name, worst))
+    out = [f"p99.9 latency over p50 latency per cell. Service is fair when every connection waits about as long "
+           f"as the typical one; a ratio above {FAIRNESS_LIMIT:.0f} means some connections waited far longer "
+           f"while others were served at once. Over the cells with 64 or more connections:", ""]
+    if held:
+        out.append("- within " + f"{FAIRNESS_LIMIT:.0f}: " +
+                   ", ".join(f"`{n}` (worst {fmt(w[0], 1)}, {cell_name(w[1])})" for n, w in held))
+    if missed:
+        out.append("- above " + f"{FAIRNESS_LIMIT:.0f}: " +
+                   ", ".join(f"`{n}` (worst {fmt(w[0], 1)}, {cell_name(w[1])})" for n, w in missed))
+    return out
 
 
 def ratio_line(summary, cells, a, b):
@@ -855,6 +886,8 @@ def render_report(args, started, seconds, cells, servers, skipped, perf_problem,
     lines += ["", "## Server CPU per message (µs)", "", matrix_table(summary, servers, cells, "cpu_us_per_msg", 2), "",
               "## Messages per second", "", matrix_table(summary, servers, cells, "msgs_per_s", 0), "",
               "## Syscalls per message", "", matrix_table(summary, servers, cells, "syscalls_per_msg", 2), "",
+              "## Fairness: p99.9 / p50 latency", ""] + fairness_lines(summary, servers, cells) + [
+              "", matrix_table(summary, servers, cells, "fairness", 1), "",
               "## Heap allocations per message (weft backends)", "",
               matrix_table(summary, [s for s in servers if s.family == "weft"], cells, "allocations_per_msg", 4), ""]
     if plots:

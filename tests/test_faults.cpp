@@ -11,10 +11,12 @@ std::atomic<bool> g_short_reads{true};
 
 /// Every third call is interrupted; every read and write is cut to 1..13 bytes.
 int chaos(weft::sys::call site, int, std::size_t& len) noexcept {
+    using weft::sys::call;
     unsigned n = g_calls.fetch_add(1, std::memory_order_relaxed);
-    if (site != weft::sys::call::recv && site != weft::sys::call::send) return 0;
+    const bool reads = site == call::recv || site == call::recvmsg;
+    if (!reads && site != call::send && site != call::sendmsg) return 0;
     if (n % 3 == 0) return -EINTR;
-    if (site == weft::sys::call::recv && !g_short_reads) return 0;
+    if (reads && !g_short_reads) return 0;
     std::size_t cap = 1 + n % 13;
     if (len > cap) len = cap;
     return 0;
@@ -30,6 +32,11 @@ constexpr bool edge_triggered() {
 
 int emfile_once(weft::sys::call site, int, std::size_t&) noexcept {
     if (site == weft::sys::call::accept && g_calls.fetch_add(1) == 0) return -EMFILE;
+    return 0;
+}
+
+int enobufs_on_connect_and_send(weft::sys::call site, int, std::size_t&) noexcept {
+    if (site == weft::sys::call::connect || site == weft::sys::call::send) return -ENOBUFS;
     return 0;
 }
 
@@ -88,5 +95,27 @@ TEMPLATE_TEST_CASE("an injected EMFILE on accept is reported and the next accept
         REQUIRE(c2);
         auto second = co_await l.accept();
         REQUIRE(second);
+    }());
+}
+
+// Found by the seeded fault schedules: backend::blocking took any ENOBUFS for "the
+// receive pool is empty" and retried the call, so a connect that failed with ENOBUFS
+// polled an unconnected socket forever.
+TEMPLATE_TEST_CASE("ENOBUFS from connect or send is reported, not taken for an empty buffer pool", "[faults]",
+                   WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    auto l = weft::tcp_listener<TestType>::bind(loop, weft::endpoint::loopback_v4(0)).value();
+    auto ep = l.local_endpoint().value();
+    run_bounded(loop, [&]() -> weft::task<void> {
+        {
+            hook_scope hook(&enobufs_on_connect_and_send);
+            auto c = co_await weft::with_timeout(weft::tcp_stream<TestType>::connect(loop, ep), 5s);
+            REQUIRE(c.error() == std::errc::no_buffer_space);
+        }
+        auto p = co_await make_pair(loop);
+        hook_scope hook(&enobufs_on_connect_and_send);
+        auto w = co_await weft::with_timeout(p.client.write_all(std::string_view("x")), 5s);
+        REQUIRE(w.error() == std::errc::no_buffer_space);
     }());
 }

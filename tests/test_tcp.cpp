@@ -504,3 +504,24 @@ TEMPLATE_TEST_CASE("vectored writes and reads keep every byte in order", "[tcp][
         REQUIRE(got == header + std::string(body.begin(), body.end()) + tail);
     }());
 }
+
+// Found by the operation fuzzer: on the reactors, wait_readable()/wait_writable() on a
+// closed stream polled fd -1 (poll ignores it: "not ready") and parking it failed with
+// ENOMEM instead of EBADF.
+TEMPLATE_TEST_CASE("an operation started after close() fails with EBADF", "[tcp]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    weft::loop<TestType> loop;
+    auto p = run_bounded(loop, make_pair(loop));
+    REQUIRE(p.client.close());
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto w = co_await weft::with_timeout(p.client.wait_writable(), 1s);
+        REQUIRE(w.error() == std::errc::bad_file_descriptor);
+        auto r = co_await weft::with_timeout(p.client.wait_readable(), 1s);
+        REQUIRE(r.error() == std::errc::bad_file_descriptor);
+        char b[4];
+        auto n = co_await weft::with_timeout(p.client.read_some(b), 1s);
+        REQUIRE(n.error() == std::errc::bad_file_descriptor);
+        auto l = co_await weft::with_timeout(p.client.receive(), 1s);
+        REQUIRE(l.error() == std::errc::bad_file_descriptor);
+    }());
+}

@@ -156,4 +156,99 @@ TEST_CASE("uring: the multishot recv reads ahead a bounded amount and gives it b
     }());
 }
 
+namespace {
+/// Appends a lease's bytes to `out`.
+void append(std::vector<char>& out, const weft::buffer_lease& l) { out.insert(out.end(), l.text().begin(), l.text().end()); }
+}  // namespace
+
+TEST_CASE("uring: idle streams' read-ahead never starves a stream that receives (scenario 10)", "[uring][receive][lifetime]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    constexpr std::uint16_t buffers = 16;
+    weft::loop<uring> loop(uring::options{.buffer_count = buffers, .buffer_size = 1024});
+    REQUIRE(loop.backend().features().multishot_recv);
+    // More idle-but-readable streams than buffers / max_read_ahead: each has armed its
+    // multishot recv with one receive(), then its peer sends 8 buffers' worth.
+    constexpr int idle = 6;
+    static_assert(idle > buffers / uring::max_read_ahead);
+    run_bounded(loop, [&]() -> weft::task<void> {
+        std::vector<tcp_pair<uring>> conns;
+        std::vector<std::vector<char>> sent(idle), got(idle);
+        for (int i = 0; i < idle; ++i) {
+            conns.push_back(co_await make_pair(loop));
+            sent[static_cast<std::size_t>(i)] = pattern(8 * 1024, 100 + static_cast<std::uint64_t>(i));
+            auto& s = sent[static_cast<std::size_t>(i)];
+            CO_REQUIRE(co_await conns.back().client.write_all(std::span(s.data(), 1)));
+            auto first = co_await conns.back().server.receive();
+            REQUIRE(first);
+            append(got[static_cast<std::size_t>(i)], *first);
+        }
+        for (int i = 0; i < idle; ++i) {
+            auto& s = sent[static_cast<std::size_t>(i)];
+            for (std::size_t off = 1; off < s.size(); off += 1024) {
+                CO_REQUIRE(co_await conns[static_cast<std::size_t>(i)].client.write_all(
+                    std::span(s.data() + off, std::min<std::size_t>(1024, s.size() - off))));
+                (void)co_await weft::sleep_for(1ms);
+            }
+        }
+        (void)co_await weft::sleep_for(20ms);
+        std::size_t ahead = 0;
+        for (auto& c : conns) ahead += loop.backend().read_ahead(c.server.native_handle());
+        INFO("read ahead: " << ahead << " completions, free buffers: " << loop.backend().free_buffers());
+        // An active stream still gets a buffer, at once.
+        auto active = co_await make_pair(loop);
+        CO_REQUIRE(co_await active.client.write_all(std::string_view("active")));
+        auto r = co_await weft::with_timeout(active.server.receive(), 2s);
+        REQUIRE(r);
+        REQUIRE(r->text() == "active");
+        // Read-ahead stopped at half the ring (plus what was on its way when it stopped).
+        REQUIRE(ahead <= buffers / 2 + idle);
+        // And every idle stream's bytes arrive later, in order, none lost or repeated.
+        for (int i = 0; i < idle; ++i) {
+            auto& g = got[static_cast<std::size_t>(i)];
+            while (g.size() < sent[static_cast<std::size_t>(i)].size()) {
+                auto l = co_await weft::with_timeout(conns[static_cast<std::size_t>(i)].server.receive(), 2s);
+                REQUIRE(l);
+                REQUIRE_FALSE(l->empty());
+                append(g, *l);
+            }
+            REQUIRE(g == sent[static_cast<std::size_t>(i)]);
+        }
+    }());
+    REQUIRE(loop.backend().free_buffers() == buffers);
+}
+
+TEST_CASE("uring: a cancelled receive's read-ahead never keeps the last buffer from a waiting stream (scenario 10)",
+          "[uring][receive][lifetime]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    weft::loop<uring> loop(uring::options{.buffer_count = 2, .buffer_size = 1024});
+    REQUIRE(loop.backend().features().multishot_recv);
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto held = co_await make_pair(loop);
+        auto a = co_await make_pair(loop);
+        auto b = co_await make_pair(loop);
+        // One buffer stays on loan all along: one is left.
+        CO_REQUIRE(co_await held.client.write_all(std::string_view("h")));
+        auto lease = co_await held.server.receive();
+        REQUIRE(lease);
+        REQUIRE(loop.backend().free_buffers() == 1);
+        // a's receive arms its multishot and is cancelled before data comes: the request
+        // stays armed, and a's next bytes take the last free buffer as read-ahead.
+        auto cancelled = co_await weft::with_timeout(a.server.receive(), 10ms);
+        REQUIRE(cancelled.error() == std::errc::timed_out);
+        CO_REQUIRE(co_await a.client.write_all(std::string_view("for a")));
+        (void)co_await weft::sleep_for(20ms);
+        // b waits for a buffer: the one in a's read-ahead is copied out and handed over.
+        CO_REQUIRE(co_await b.client.write_all(std::string_view("for b")));
+        auto rb = co_await weft::with_timeout(b.server.receive(), 2s);
+        REQUIRE(rb);
+        REQUIRE(rb->text() == "for b");
+        rb->release();
+        // a's bytes are still a's, in order.
+        auto ra = co_await weft::with_timeout(a.server.receive(), 2s);
+        REQUIRE(ra);
+        REQUIRE(ra->text() == "for a");
+    }());
+    REQUIRE(loop.backend().free_buffers() == 2);
+}
+
 #endif

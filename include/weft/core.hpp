@@ -213,6 +213,8 @@ public:
         head_ = 0;
     }
     T& front() noexcept { return slots_[head_]; }
+    /// The `i`-th oldest element (`i < size()`).
+    T& operator[](std::size_t i) noexcept { return slots_[(head_ + i) & (slots_.size() - 1)]; }
     T pop() noexcept {
         T v = std::move(slots_[head_]);
         head_ = (head_ + 1) & (slots_.size() - 1);

@@ -379,6 +379,10 @@ public:
                 backend_->core().unqueue(*this);
                 if constexpr (requires { op_.discard(0); }) op_.discard(this->res);
             }
+            // A proactor's async cancel may still be on its way back: it names this
+            // operation, so the operation must outlive it.
+            if constexpr (!is_reactor)
+                if (this->cancels_out > 0) backend_->forget(*this);
         }
     }
 

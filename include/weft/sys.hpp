@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <climits>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +32,8 @@ namespace weft::sys {
 enum class call : std::uint8_t {
     recv,     ///< `recv(2)`
     send,     ///< `send(2)`
+    recvmsg,  ///< `recvmsg(2)` (vectored reads; `len` is the total of the entries)
+    sendmsg,  ///< `sendmsg(2)` (vectored writes; `len` is the total of the entries)
     accept,   ///< `accept4(2)`
     connect,  ///< `connect(2)`
     socket,   ///< `socket(2)`
@@ -57,6 +60,31 @@ inline int inject(call site, int fd, std::size_t& len) noexcept {
 
 /// Turns a libc return value into the internal convention.
 inline long check(long r) noexcept { return r >= 0 ? r : -static_cast<long>(errno); }
+
+/// Bytes the entries of `msg` name.
+inline std::size_t total_of(const msghdr* msg) noexcept {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < msg->msg_iovlen; ++i) n += msg->msg_iov[i].iov_len;
+    return n;
+}
+
+/// Runs `call` on a copy of `*msg` whose entries stop after `len` bytes: a fault hook's
+/// short vectored transfer, which may end inside any entry. Test-only path, kept out of
+/// line so the copy's stack space is not reserved by every vectored call.
+template <class Call>
+[[gnu::noinline]] long with_prefix(const msghdr* msg, std::size_t len, Call call) noexcept {
+    iovec entries[IOV_MAX];
+    msghdr shorter = *msg;
+    std::size_t n = 0;
+    for (; n < msg->msg_iovlen && n < IOV_MAX && len > 0; ++n) {
+        entries[n] = msg->msg_iov[n];
+        if (entries[n].iov_len > len) entries[n].iov_len = len;
+        len -= entries[n].iov_len;
+    }
+    shorter.msg_iov = entries;
+    shorter.msg_iovlen = n;
+    return call(&shorter);
+}
 
 /// Set by `backend::blocking` for the duration of one blocking call on this thread:
 /// when it reads true, an `EINTR` is the canceller's signal and is returned instead of
@@ -97,20 +125,36 @@ inline long send(int fd, const void* buf, std::size_t len, int flags) noexcept {
 /// `sendmsg(2)` with `MSG_NOSIGNAL` always set: bytes written or -errno; `EINTR` retried.
 /// (Vectored writes use it instead of `writev(2)`, which cannot suppress SIGPIPE.)
 inline long sendmsg(int fd, const msghdr* msg, int flags) noexcept {
+    auto real = [&](const msghdr* m) { return detail::check(::sendmsg(fd, m, flags | MSG_NOSIGNAL)); };
     for (;;) {
-        std::size_t len = 0;
-        long r = detail::inject(call::send, fd, len);
-        if (r == 0) r = detail::check(::sendmsg(fd, msg, flags | MSG_NOSIGNAL));
+        long r = 0;
+        if (detail::fault_hook.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
+            const std::size_t all = detail::total_of(msg);
+            std::size_t len = all;
+            r = detail::inject(call::sendmsg, fd, len);
+            if (r == 0 && len < all) r = detail::with_prefix(msg, len, real);
+            else if (r == 0) r = real(msg);
+        } else {
+            r = real(msg);
+        }
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
 
 /// `recvmsg(2)`: bytes read (0 = EOF) or -errno; `EINTR` retried.
 inline long recvmsg(int fd, msghdr* msg, int flags) noexcept {
+    auto real = [&](const msghdr* m) { return detail::check(::recvmsg(fd, const_cast<msghdr*>(m), flags)); };
     for (;;) {
-        std::size_t len = 0;
-        long r = detail::inject(call::recv, fd, len);
-        if (r == 0) r = detail::check(::recvmsg(fd, msg, flags));
+        long r = 0;
+        if (detail::fault_hook.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
+            const std::size_t all = detail::total_of(msg);
+            std::size_t len = all;
+            r = detail::inject(call::recvmsg, fd, len);
+            if (r == 0 && len < all) r = detail::with_prefix(msg, len, real);
+            else if (r == 0) r = real(msg);
+        } else {
+            r = real(msg);
+        }
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
@@ -131,7 +175,12 @@ inline int accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags) noexcep
 /// `connect` would report `EALREADY`; the caller waits for writability instead.
 inline int connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     std::size_t none = 0;
-    if (int e = detail::inject(call::connect, fd, none)) return e;
+    int e;
+    while ((e = detail::inject(call::connect, fd, none)) == -EINTR) {
+        // An injected EINTR never reached the kernel: no attempt is under way, so it
+        // is retried (a real one is not, see above).
+    }
+    if (e != 0) return e;
     int r = static_cast<int>(detail::check(::connect(fd, addr, len)));
     return r == -EINTR ? -EINPROGRESS : r;
 }

@@ -252,9 +252,13 @@ public:
                     if (r = wait_ready(fd, interest::read, c); r < 0) break;
                 }
                 r = op.try_now();
-                if (r == -ENOBUFS) {
-                    if (r = wait_buffer(c); r < 0) break;
-                    continue;
+                if constexpr (requires { Op::provided_buffers; }) {
+                    // The pool is empty: wait for a lease to come back. (Only for a
+                    // receive: from any other call, ENOBUFS is the kernel's error.)
+                    if (r == -ENOBUFS) {
+                        if (r = wait_buffer(c); r < 0) break;
+                        continue;
+                    }
                 }
                 if (r != -EAGAIN && r != -EINTR) break;  // done, or a real error
                 if (r == -EINTR && c.cancelled.load(std::memory_order_acquire)) {

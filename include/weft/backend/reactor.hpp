@@ -174,6 +174,7 @@ public:
     /// Parks `op` until its fd is ready in `op.dir`; 0, `-EBUSY` (another operation of
     /// that direction is parked), or the demultiplexer's error (`fd_too_large` for select).
     int park(detail::reactor_op& op) noexcept {
+        if (op.fd < 0) return -EBADF;  // a closed stream (wait_readable polls nothing: it would wait forever)
         slot* s = grow(op.fd);
         if (!s) return -ENOMEM;
         std::size_t d = index(op.dir);
@@ -198,7 +199,7 @@ public:
         std::size_t d = index(op.dir);
         if (!s || (s->waiter[d] && s->waiter[d] != &op)) {
             op.deferred = false;
-            core_.complete(op, s ? -EBUSY : -ENOMEM);
+            core_.complete(op, op.fd < 0 ? -EBADF : s ? -EBUSY : -ENOMEM);
             return;
         }
         s->waiter[d] = &op;

@@ -25,6 +25,7 @@
 
 #include <liburing.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -153,11 +154,20 @@ public:
     }
     /// Completions a stream's multishot recv reads ahead before it is cancelled (until
     /// the application takes them): bounds what a slow reader holds of the buffer ring.
+    /// All streams together read ahead into at most half the ring; and no receive waits
+    /// for a buffer while read-ahead holds one (see `reclaim_read_ahead`).
     static constexpr std::size_t max_read_ahead = 4;
+    /// Provided buffers that hold read-ahead bytes nobody has taken yet, over all
+    /// streams (diagnostics and tests).
+    std::size_t read_ahead_buffers() const noexcept { return read_ahead_buffers_; }
 
     /// The lease for a receive's completion: the buffer the kernel picked (given back at
     /// once if it carries no data).
     buffer_lease lease_from_completion(int res, unsigned flags) noexcept {
+        if (spilled(flags)) {
+            auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+            return buffer_lease(&spill_, spill_.chunks[id].get(), static_cast<std::size_t>(res), id);
+        }
         if (!(flags & IORING_CQE_F_BUFFER) || !buffers_) return {};
         auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         if (res <= 0) {
@@ -230,27 +240,47 @@ public:
             return;
         }
         op.cancel_requested = true;
+        send_cancel(op);
+    }
+
+    /// Queues an async cancel of `op`. Its completion names `op` (`cancel_bit`), so a
+    /// cancel that found nothing (`-ENOENT`: the operation was between two steps in the
+    /// kernel, e.g. woken by readiness and not yet re-armed) is sent again while `op` is
+    /// still in flight; `op.cancels_out` keeps `op` alive until each such completion is in.
+    void send_cancel(detail::proactor_op& op) noexcept {
         io_uring_sqe* sqe = get_sqe();
         io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&op), 0);
-        io_uring_sqe_set_data64(sqe, internal_tag);
+        io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uintptr_t>(&op) | cancel_bit);
+        ++op.cancels_out;
+    }
+
+    /// The completion of `send_cancel`.
+    void on_cancel(detail::proactor_op& op, int res) noexcept {
+        --op.cancels_out;
+        if (res == -ENOENT && op.state == detail::op_state::parked && op.cancel_requested && !op.held) send_cancel(op);
     }
 
     /// `op`'s frame is being destroyed while the kernel may still own its buffer:
     /// cancels it and processes completions until its CQE has arrived.
     void forget(detail::proactor_op& op) noexcept {
-        if (op.state != detail::op_state::parked) return;
-        op.abandoned = true;
-        if (op.held) {
-            release_held(op);
-            settle(op, -ECANCELED);
-            return;
+        if (op.state == detail::op_state::parked) {
+            op.abandoned = true;
+            if (op.held) {
+                release_held(op);
+                settle(op, -ECANCELED);
+            } else {
+                cancel(op);
+            }
         }
-        cancel(op);
-        while (op.state == detail::op_state::parked) {
-            flush();
-            io_uring_cqe* cqe = nullptr;
-            int r = io_uring_wait_cqe(&ring_, &cqe);
-            if (r < 0 && r != -EINTR && r != -ETIME) break;  // the ring is unusable; nothing more to wait for
+        // Also after it settled: a cancel's completion names the operation.
+        while (op.state == detail::op_state::parked || op.cancels_out > 0) {
+            // Submit, run the kernel's deferred completion work (DEFER_TASKRUN: a request
+            // between two steps, e.g. a send woken to retry, moves on only then; a cancel
+            // sent meanwhile finds nothing), and wait for a completion. (Waiting on a
+            // completion already in the ring would skip that work: the operation would
+            // never move, and the cancel be sent again and again.)
+            int r = io_uring_submit_and_wait(&ring_, 1);
+            if (r < 0 && r != -EINTR && r != -ETIME && r != -EBUSY) break;  // the ring is unusable
             reap();
         }
     }
@@ -300,10 +330,9 @@ public:
         preparer(uring& ring, detail::proactor_op& op) noexcept : ring_(ring), op_(op) {}
         /// `recv(2)` into [buf, buf+len) (bytes a multishot `receive()` read ahead first).
         void recv(int fd, void* buf, std::size_t len) noexcept {
-            if (inject(sys::call::recv, fd, len)) return;
             iovec one{buf, len};
-            if (!ring_.read_through(op_, fd, std::span<const iovec>(&one, 1), *this))
-                io_uring_prep_recv(sqe(), fd, buf, len, 0);
+            if (ring_.read_through(op_, fd, std::span<const iovec>(&one, 1), *this)) return;
+            if (!inject(sys::call::recv, fd, len)) io_uring_prep_recv(sqe(), fd, buf, len, 0);
         }
         /// `send(2)` of [buf, buf+len) with `MSG_NOSIGNAL`.
         void send(int fd, const void* buf, std::size_t len) noexcept {
@@ -312,6 +341,13 @@ public:
         /// The next connection on listener `fd` (new fd `CLOEXEC` plus `flags`), from the
         /// listener's multishot accept.
         void accept(int fd, int flags) noexcept {
+            // A connection the multishot already accepted is handed out without a
+            // syscall, so no fault applies to it (a fake EMFILE there would model a
+            // kernel that fails an accept it has already done).
+            if (ring_.features_.multishot_accept) {
+                if (multishot* m = ring_.find_multishot(fd, multishot::kind::accept); m && ring_.take_queued(*m, *this))
+                    return;
+            }
             std::size_t none = 0;
             if (inject(sys::call::accept, fd, none)) return;
             if (ring_.features_.multishot_accept && ring_.accept_from_multishot(op_, fd, flags, *this)) return;
@@ -326,13 +362,21 @@ public:
         /// next completion of the stream's multishot recv, or a single-shot recv.
         void recv_provided(int fd) noexcept {
             std::size_t len = ring_.opts_.buffer_size;
-            if (inject(sys::call::recv, fd, len)) return;
             if (int err = ring_.ensure_buffers(); err < 0) return complete_now(err);
             op_.uses_buffers = true;
-            // A receive woken because a buffer came back reads with a single-shot recv
-            // (unless bytes were read ahead): if it is cancelled before its data comes,
-            // nothing is left armed to read ahead into the buffer the next waiter needs.
-            if (ring_.features_.multishot_recv && (!op_.buffer_woken || ring_.read_ahead(fd) > 0) &&
+            // Bytes read ahead are handed out without a syscall: no fault applies.
+            if (multishot* m = ring_.find_multishot(fd, multishot::kind::recv); m && ring_.take_queued(*m, *this))
+                return;
+            if (inject(sys::call::recv, fd, len)) return;
+            // While receives wait for a buffer, a new one queues behind them: submitted,
+            // it would take the next returned buffer first (no connection starves).
+            if (!op_.buffer_woken && ring_.queue_for_buffer(op_)) return;
+            // A receive woken because a buffer came back reads with a single-shot recv:
+            // if it is cancelled before its data comes, nothing is left armed to read
+            // ahead into the buffer the next waiter needs. (Unless the stream's multishot
+            // is still armed, ending: its bytes come first, so the receive waits on it.)
+            multishot* m = ring_.find_multishot(fd, multishot::kind::recv);
+            if (ring_.features_.multishot_recv && (!op_.buffer_woken || (m && m->armed)) &&
                 ring_.recv_from_multishot(op_, fd, *this))
                 return;
             io_uring_sqe* s = sqe();
@@ -342,15 +386,13 @@ public:
         }
         /// `recvmsg(2)` (vectored receive); `msg` lives in the operation until it completes.
         void recvmsg(int fd, msghdr* msg) noexcept {
-            std::size_t len = 0;
-            if (inject(sys::call::recv, fd, len)) return;
             std::span<const iovec> iov(msg->msg_iov, msg->msg_iovlen);
-            if (!ring_.read_through(op_, fd, iov, *this)) io_uring_prep_recvmsg(sqe(), fd, msg, 0);
+            if (ring_.read_through(op_, fd, iov, *this)) return;
+            if (!inject_vectored(sys::call::recvmsg, fd, *msg)) io_uring_prep_recvmsg(sqe(), fd, msg, 0);
         }
         /// `sendmsg(2)` with `MSG_NOSIGNAL` (vectored send).
-        void sendmsg(int fd, const msghdr* msg) noexcept {
-            std::size_t len = 0;
-            if (!inject(sys::call::send, fd, len)) io_uring_prep_sendmsg(sqe(), fd, msg, MSG_NOSIGNAL);
+        void sendmsg(int fd, msghdr* msg) noexcept {
+            if (!inject_vectored(sys::call::sendmsg, fd, *msg)) io_uring_prep_sendmsg(sqe(), fd, msg, MSG_NOSIGNAL);
         }
         /// A kernel timer (`IORING_OP_TIMEOUT`) that completes with `-ETIME` after `*ts`;
         /// `ts` must live until the completion. weft's own timers use the loop's heap
@@ -393,6 +435,20 @@ public:
                 return true;
             }
         }
+        /// `inject` for a vectored operation: a shortened length keeps the entries that fit
+        /// in it (at least one). Whole entries, because the entries are the caller's and
+        /// the kernel reads them after this returns; the op rebuilds `msg` every step.
+        bool inject_vectored(sys::call site, int fd, msghdr& msg) noexcept {
+            const std::size_t all = sys::detail::total_of(&msg);
+            std::size_t len = all;
+            if (inject(site, fd, len)) return true;
+            if (len < all) {
+                std::size_t keep = 1, n = msg.msg_iov[0].iov_len;
+                while (keep < msg.msg_iovlen && n + msg.msg_iov[keep].iov_len <= len) n += msg.msg_iov[keep++].iov_len;
+                msg.msg_iovlen = keep;
+            }
+            return false;
+        }
         uring& ring_;
         detail::proactor_op& op_;
         bool immediate_ = false;
@@ -419,6 +475,40 @@ private:
         std::size_t memory_size = 0;
         std::size_t available = 0;
     };
+
+    /// Heap copies of read-ahead bytes taken out of provided buffers because a receive
+    /// was waiting for one (`reclaim_read_ahead`): the stream's next receive gets a lease
+    /// on the copy, and giving it back frees it. Used only under buffer pressure.
+    struct spill_store final : detail::buffer_source {
+        void give_back(std::uint16_t id) noexcept override { chunks[id].reset(); }
+        /// A copy of [data, data+n) and its id, or -1 when memory (or ids) run out.
+        int store(const std::byte* data, std::size_t n) noexcept {
+            std::size_t id = 0;
+            while (id < chunks.size() && chunks[id]) ++id;
+            if (id > 0xffff) return -1;
+            try {
+                if (id == chunks.size()) chunks.emplace_back();
+                chunks[id] = std::make_unique_for_overwrite<std::byte[]>(n);
+            } catch (...) {
+                return -1;
+            }
+            std::memcpy(chunks[id].get(), data, n);
+            return static_cast<int>(id);
+        }
+        std::vector<std::unique_ptr<std::byte[]>> chunks;  ///< by id; null when free
+    };
+    /// Marks a queued receive completion whose bytes moved to the spill store (its id in
+    /// the buffer-id bits). Never set by the kernel together with `IORING_CQE_F_BUFFER`,
+    /// which every receive completion that carries data has.
+    static constexpr unsigned spill_flag = 1u << 14;
+    static bool spilled(unsigned flags) noexcept {
+        return (flags & spill_flag) && !(flags & IORING_CQE_F_BUFFER);
+    }
+    /// Where the bytes of a queued receive completion are.
+    std::byte* bytes_of(unsigned flags) noexcept {
+        auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+        return spilled(flags) ? spill_.chunks[id].get() : buffers_->slab.at(id);
+    }
 
     /// Registers the buffer ring on first use; 0 or -errno (`-EINVAL` for a buffer count
     /// that is not a power of two; older kernels without buffer rings fail here).
@@ -615,6 +705,8 @@ private:
     static constexpr std::size_t max_queued_connections = 1024;
     /// `user_data` tag bit of multishot completions (records are 8-byte aligned).
     static constexpr std::uint64_t multishot_bit = 2;
+    /// `user_data` tag bit of the completions of an operation's async cancel.
+    static constexpr std::uint64_t cancel_bit = 4;
 
     /// The multishot state of `fd`, if it has one (of kind `what`, if given).
     multishot* find_multishot(int fd) const noexcept {
@@ -649,15 +741,78 @@ private:
     }
 
     /// Hands the oldest queued completion to `p`'s operation, if there is one.
-    static bool take_queued(multishot& m, preparer& p) noexcept {
+    bool take_queued(multishot& m, preparer& p) noexcept {
         if (m.lost < 0) {
             p.complete_now(std::exchange(m.lost, 0));
             return true;
         }
         if (m.queued.empty()) return false;
-        auto c = m.queued.pop();
+        auto c = pop_queued(m);
         p.complete_now(c.res, c.flags);
         return true;
+    }
+
+    /// Takes `m`'s oldest queued completion off its queue.
+    multishot::completion pop_queued(multishot& m) noexcept {
+        multishot::completion c = m.queued.pop();
+        if (m.what == multishot::kind::recv && (c.flags & IORING_CQE_F_BUFFER)) --read_ahead_buffers_;
+        return c;
+    }
+
+    /// Parks receive `op` behind the receives already waiting for a provided buffer, if
+    /// any wait (buffers are handed out in order: see `recv_provided`). False when none
+    /// waits, or the stream's multishot is still armed (its bytes come first).
+    bool queue_for_buffer(detail::proactor_op& op) noexcept {
+        if (buffer_waiters_.empty() || waiting_for_buffers() == 0) return false;
+        if (const multishot* m = find_multishot(op.fd, multishot::kind::recv); m && m->armed) return false;
+        try {
+            buffer_waiters_.push_back(&op);
+        } catch (...) {
+            return false;
+        }
+        op.held = true;
+        return true;
+    }
+
+    /// Receives that wait for a provided buffer.
+    std::size_t waiting_for_buffers() const noexcept {
+        return static_cast<std::size_t>(std::count_if(buffer_waiters_.begin(), buffer_waiters_.end(),
+                                                      [](const detail::proactor_op* w) { return w != nullptr; }));
+    }
+
+    /// No receive waits for a provided buffer while read-ahead holds one: a stream's
+    /// newest read-ahead bytes are copied to the heap (`spill_store`) and their buffer
+    /// goes back to the ring, waking a waiter; that stream stops reading ahead (its
+    /// multishot is cancelled) and its next receive gets the copy, in order. Without
+    /// this, idle streams whose peers keep sending could hold every buffer while an
+    /// active stream waits for one that never comes back (a buffer goes back only when
+    /// its stream's application receives). Rare by design: read-ahead stops at half the
+    /// ring first (`on_multishot`).
+    void reclaim_read_ahead() noexcept {
+        while (buffers_ && read_ahead_buffers_ > 0 && waiting_for_buffers() > buffers_->available) {
+            multishot* victim = nullptr;
+            std::size_t at = 0;
+            for (auto& e : multishots_) {
+                if (!e || e->what != multishot::kind::recv) continue;
+                for (std::size_t i = e->queued.size(); i-- > 0;) {
+                    if (e->queued[i].flags & IORING_CQE_F_BUFFER) {
+                        victim = e.get();
+                        at = i;
+                        break;
+                    }
+                }
+                if (victim) break;
+            }
+            if (!victim) return;  // (cannot happen: the count says one exists)
+            multishot::completion& c = victim->queued[at];
+            const unsigned old = c.flags;
+            int id = spill_.store(bytes_of(old), static_cast<std::size_t>(c.res));
+            if (id < 0) return;  // no memory: the waiter waits for a lease to come back
+            c.flags = spill_flag | (static_cast<unsigned>(id) << IORING_CQE_BUFFER_SHIFT);
+            --read_ahead_buffers_;
+            cancel_multishot(*victim);
+            give_back_buffer(old);  // last: it may resume a waiter, which may touch queues
+        }
     }
 
     /// Parks `op` on `m` until its next completion, arming the request if needed.
@@ -723,8 +878,7 @@ private:
             return true;
         }
         multishot::completion& c = m->queued.front();
-        auto id = static_cast<std::uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT);
-        std::byte* src = buffers_->slab.at(id);
+        std::byte* src = bytes_of(c.flags);
         const auto have = static_cast<std::size_t>(c.res);
         std::size_t n = 0;
         for (const iovec& v : iov) {
@@ -734,8 +888,7 @@ private:
             if (n == have) break;
         }
         if (n == have) {
-            m->queued.pop();
-            buffers_->give_back(id);
+            give_back_buffer(pop_queued(*m).flags);
         } else {  // the rest stays queued, at the buffer's start
             std::memmove(src, src + n, have - n);
             c.res = static_cast<int>(have - n);
@@ -781,6 +934,9 @@ private:
             // The hot path: an accept or receive is waiting for exactly this.
             m.waiter = nullptr;
             w->held = false;
+            // While other receives wait for a buffer, this stream's multishot must not
+            // take the next one before them: it ends, and the stream queues like others.
+            if (m.what == multishot::kind::recv && !buffer_waiters_.empty()) cancel_multishot(m);
             settle(*w, res, flags);  // errors (EMFILE...) go to the op, which knows what to do
             return;
         }
@@ -789,10 +945,22 @@ private:
             discard(m, {res, flags});  // no memory: the next operation reports it, in place of the data
             m.lost = -ENOMEM;
             cancel_multishot(m);
+        } else if (m.what == multishot::kind::recv && (flags & IORING_CQE_F_BUFFER)) {
+            ++read_ahead_buffers_;
         }
-        if (w) resubmit_waiter(m);  // a plain read waiting for the read-ahead: copy it now
         const std::size_t cap = m.what == multishot::kind::accept ? max_queued_connections : max_read_ahead;
         if (m.queued.size() >= cap) cancel_multishot(m);
+        if (m.what == multishot::kind::recv && buffers_) {
+            // All streams together read ahead into at most half the ring, so streams
+            // that receive keep buffers to receive into; and a receive already waiting
+            // for one gets this one (its bytes are copied out).
+            if (2 * read_ahead_buffers_ >= buffers_->slab.count()) cancel_multishot(m);
+            if (!buffer_waiters_.empty()) {
+                cancel_multishot(m);
+                reclaim_read_ahead();
+            }
+        }
+        if (w) resubmit_waiter(m);  // a plain read waiting for the read-ahead: copy it now
     }
 
     /// Prepares `m`'s waiter again, now that the request's state changed.
@@ -813,7 +981,9 @@ private:
 
     /// Returns the provided buffer a completion with CQE `flags` carries, if it has one.
     void give_back_buffer(unsigned flags) noexcept {
-        if ((flags & IORING_CQE_F_BUFFER) && buffers_)
+        if (spilled(flags))
+            spill_.give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
+        else if ((flags & IORING_CQE_F_BUFFER) && buffers_)
             buffers_->give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
     }
 
@@ -827,7 +997,7 @@ private:
             settle(*w, -ECANCELED);
         }
         multishot& raw = *m;
-        raw.queued.drain([&](multishot::completion c) { discard(raw, c); });
+        while (!raw.queued.empty()) discard(raw, pop_queued(raw));
         if (!raw.armed) return;  // nothing in the kernel refers to it
         raw.closing = true;
         try {
@@ -854,8 +1024,11 @@ private:
                 buffer_waiters_.push_back(&op);
                 op.held = true;
                 // A lease may have come back since the kernel found the ring empty: no
-                // receive waits while a buffer is free.
-                if (buffers_ && buffers_->available > 0) buffer_returned();
+                // receive waits while a buffer is free, nor while read-ahead holds one.
+                if (buffers_ && buffers_->available > 0)
+                    buffer_returned();
+                else
+                    reclaim_read_ahead();
                 return;
             } catch (...) {
             }
@@ -941,6 +1114,8 @@ private:
                     if (!(c.flags & IORING_CQE_F_MORE)) arm_wake();  // the kernel ended the multishot
                 } else if (c.tag == internal_tag || c.tag == LIBURING_UDATA_TIMEOUT) {
                     // a cancel's own completion, or liburing's timeout: nothing waits for it
+                } else if (c.tag & cancel_bit) {
+                    on_cancel(*reinterpret_cast<detail::proactor_op*>(c.tag & ~cancel_bit), c.res);
                 } else if (c.tag & multishot_bit) {
                     on_multishot(*reinterpret_cast<multishot*>(c.tag & ~multishot_bit), c.res, c.flags);
                 } else {
@@ -978,6 +1153,8 @@ private:
     std::vector<std::unique_ptr<multishot>> closing_;     ///< detached states the kernel still refers to
     options opts_;
     std::unique_ptr<buffer_ring> buffers_;             ///< provided buffers, registered on first receive()
+    spill_store spill_;                                ///< read-ahead copied out of the ring under pressure
+    std::size_t read_ahead_buffers_ = 0;               ///< queued receive completions holding a provided buffer
     std::deque<detail::proactor_op*> buffer_waiters_;  ///< receives that found the ring empty
 };
 
