@@ -811,3 +811,91 @@ TEST_CASE("uring: single-shot accepts torn down while connections arrive leak no
     accept_teardown_leaks_nothing<weft::backend::uring>({.multishot_accept = false});
 }
 #endif
+
+// Found by the operation fuzzer (libFuzzer, uring) and reduced: two more ways a loop's
+// teardown leaked an accepted connection.
+namespace {
+/// A raw client of `ep`, returned once its connection waits in the listener's backlog.
+raw_fd connect_and_queue(const weft::endpoint& ep, int listener) {
+    raw_fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(::connect(c.fd, ep.data(), ep.size()) == 0);
+    pollfd p{listener, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 2000) == 1);  // (looks, does not accept)
+    return c;
+}
+
+enum class teardown { close_stream_then_listener, accept_in_ready_queue };
+
+template <class B>
+void teardown_leaks_no_connection(teardown how) {
+    const auto before = open_fds();
+    raw_fd c1, c2;
+    {
+        weft::loop<B> loop;
+        auto l = weft::tcp_listener<B>::bind(loop, weft::endpoint::loopback_v4(0));
+        REQUIRE(l);
+        const auto ep = l->local_endpoint().value();
+        const int lfd = l->native_handle();
+        c1 = connect_and_queue(ep, lfd);
+        // uring: this accept arms the listener's multishot accept, which stays armed.
+        auto s = run_bounded(loop, [](weft::tcp_listener<B>& l) -> weft::task<weft::result<weft::tcp_stream<B>>> {
+            co_return co_await l.accept();
+        }(*l));
+        REQUIRE(s);
+        if (how == teardown::close_stream_then_listener) {
+            // uring: a receive() arms the stream's multishot recv, which stays armed.
+            send_raw(c1.fd, "x");
+            auto n = run_bounded(loop, [](weft::tcp_stream<B>& s) -> weft::task<std::size_t> {
+                auto r = co_await s.receive();
+                co_return r ? r->size() : 0;
+            }(*s));
+            REQUIRE(n == 1);
+            c2 = connect_and_queue(ep, lfd);  // the loop never runs again
+            // uring: closing the stream runs the ring's deferred work, and with it the
+            // listener's pending multishot accept: c2 gets an fd whose completion nobody
+            // reaped before the ring went away.
+            REQUIRE(s->close());
+            REQUIRE(l->close());
+        } else {
+            c2 = connect_and_queue(ep, lfd);
+            if constexpr (B::kind == weft::backend_kind::proactor) {  // the multishot accepts c2 first
+                for (int i = 0; i < 100 && loop.backend().queued_connections(lfd) == 0; ++i) loop.run_once(10ms);
+                REQUIRE(loop.backend().queued_connections(lfd) == 1);
+            }
+            bool started = false;
+            loop.spawn([](weft::tcp_listener<B>& l, bool& started) -> weft::task<void> {
+                started = true;
+                auto s2 = co_await l.accept();  // completes into the ready queue, never resumed
+                (void)co_await weft::sleep_for(std::chrono::hours(1));
+            }(*l, started));
+            loop.run_once(0ms);  // starts the task; its accept would resume in the next turn
+            REQUIRE(started);
+            REQUIRE(l->close());
+            // ~loop used to mark queued completions idle before destroying the frames, so
+            // the accept's awaiter never released the fd it had been handed.
+        }
+    }
+    c1 = raw_fd();
+    c2 = raw_fd();
+    const auto after = open_fds();
+    std::string added;
+    for (const auto& [fd, what] : after)
+        if (!before.count(fd)) added += " " + std::to_string(fd) + "=" + what;
+    INFO("fds left open:" << added);
+    REQUIRE(after.size() <= before.size());
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("a connection accepted while a stream closes right before teardown is not leaked",
+                   "[lifetime][accept]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    WEFT_NOT_ON_BLOCKING(TestType, "the loop must stay idle between steps: run_once does not drive task threads");
+    teardown_leaks_no_connection<TestType>(teardown::close_stream_then_listener);
+}
+
+TEMPLATE_TEST_CASE("an accept completed into the ready queue is not leaked when the loop dies", "[lifetime][accept]",
+                   WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    WEFT_NOT_ON_BLOCKING(TestType, "the loop must stay idle between steps: run_once does not drive task threads");
+    teardown_leaks_no_connection<TestType>(teardown::accept_in_ready_queue);
+}

@@ -28,6 +28,10 @@ struct spawned_frame {
         task_env env;
         op_base start;  ///< queued once to start the body on the loop thread
         std::exception_ptr escaped;
+        /// A frame destroyed before its first turn takes its start out of the ready queue.
+        ~promise_type() {
+            if (env.loop) env.loop->unqueue(start);
+        }
 
         spawned_frame get_return_object() noexcept {
             return {std::coroutine_handle<promise_type>::from_promise(*this)};
@@ -91,9 +95,11 @@ public:
     /// (`backend::blocking`: first cancels every task thread and joins it.)
     ~loop() {
         if constexpr (threaded) backend_.shutdown();  // task threads end before the loop's state goes
+        // Frames first: an awaiter whose completion is still queued must see itself
+        // `ready` to release what it owns (an accepted fd); drop_ready() marks it idle.
+        destroy_spawned();
         drop_ready();
         drop_posted();
-        destroy_spawned();
     }
 
     /// Runs `t` to completion on this thread (`backend::blocking`: on a thread of its

@@ -127,6 +127,17 @@ public:
     /// Tears the ring down. Every awaiter has already drained its own operation (see
     /// `forget`); the kernel cancels what is left (the wake-up poll) at exit.
     ~uring() {
+        // A completion may already be posted that nobody reaped: any io_uring_enter with
+        // GETEVENTS (detach's flush_and_get_events, forget) runs the ring's deferred work,
+        // and with it a listener's pending multishot accept, whose new fd is in our table
+        // the moment its CQE is posted. Hand each to its owner (a closing multishot closes
+        // the fd; an open one queues it for the drain below) before the ring drops them.
+        flush_and_get_events();
+        reap();
+        if (io_uring_cq_has_overflow(&ring_)) {  // NODROP kept some: flush them into the CQ
+            io_uring_get_events(&ring_);
+            reap();
+        }
         io_uring_queue_exit(&ring_);
         if (buffers_) ::munmap(buffers_->memory, buffers_->memory_size);
         sys::close(wake_fd_);
@@ -1018,6 +1029,16 @@ private:
     void settle(detail::proactor_op& op, int res, unsigned flags = 0) noexcept {
         if (stale(op)) return settle_closed(op, res, flags);
         if (res == -ENOBUFS && (op.cancel_requested || op.abandoned)) res = -ECANCELED;  // it was not waiting any more
+        if (res == -EINTR) {
+            // Sockets here are blocking: a request the kernel ran on a worker thread ends
+            // with EINTR when it is cancelled. Without a cancel it was interrupted, and is
+            // submitted again, as a syscall would be retried.
+            if (!op.cancel_requested && !op.abandoned) {
+                prepare(op);
+                return;
+            }
+            res = -ECANCELED;
+        }
         if (res == -ENOBUFS && op.uses_buffers) {
             // The ring is empty: wait for a lease to come back, then submit again.
             try {
@@ -1054,9 +1075,9 @@ private:
         if (op.abandoned) return settle_abandoned(op, res, flags);
         if (res >= 0 && op.finish(op, res, flags)) return finish_settled(op, flags);  // delivered
         if (res < 0) give_back_buffer(flags);
-        // A partial operation's rest never happened; ENOBUFS only meant "wait", and
-        // nothing waits for a closed socket.
-        op.res = res >= 0 || res == -ENOBUFS ? -ECANCELED : res;
+        // A partial operation's rest never happened; ENOBUFS only meant "wait", EINTR is
+        // how a cancelled worker-thread request ends, and nothing waits for a closed socket.
+        op.res = res >= 0 || res == -ENOBUFS || res == -EINTR ? -ECANCELED : res;
         finish_settled(op, flags);
     }
 
