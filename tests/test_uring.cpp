@@ -1,4 +1,9 @@
 // io_uring-specific behaviour: a full submission queue, ring setup failures, features.
+#include <optional>
+#include <thread>
+
+#include <sys/socket.h>
+
 #include "helpers.hpp"
 #include "receive_scenarios.hpp"
 
@@ -249,6 +254,46 @@ TEST_CASE("uring: a cancelled receive's read-ahead never keeps the last buffer f
         REQUIRE(ra->text() == "for a");
     }());
     REQUIRE(loop.backend().free_buffers() == 2);
+}
+
+TEST_CASE("uring: a receive cancelled while the kernel reports an empty buffer ring completes cancelled (scenario 9)",
+          "[uring][receive][lifetime]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    // Single-shot recv with buffer select, one buffer, held: the receive's own
+    // completion is ENOBUFS once data arrives. Its cancel is requested in the same turn.
+    // Without deferred task running, the kernel posts that completion on its own (here:
+    // when the test thread returns from send), before the loop has seen it.
+    weft::loop<uring> loop(uring::options{.defer_taskrun = false,
+                                          .coop_taskrun = false,
+                                          .buffer_count = 1,
+                                          .buffer_size = 1024,
+                                          .multishot_recv = false});
+    auto held = run_bounded(loop, make_pair(loop));
+    auto p = run_bounded(loop, make_pair(loop));
+    auto lease = run_bounded(loop, [&]() -> weft::task<weft::buffer_lease> {
+        CO_REQUIRE(co_await held.client.write_all(std::string_view("h")));
+        auto l = co_await held.server.receive();
+        REQUIRE(l);
+        co_return std::move(*l);
+    }());
+    REQUIRE(loop.backend().free_buffers() == 0);
+    std::stop_source stop;
+    std::optional<weft::result<weft::buffer_lease>> got;
+    loop.spawn([](weft::tcp_stream<uring>& s, std::optional<weft::result<weft::buffer_lease>>& got) -> weft::task<void> {
+        got.emplace(co_await s.receive());
+    }(p.server, got), stop.get_token());
+    for (int i = 0; i < 3; ++i) loop.run_once(5ms);  // submitted, waiting in the kernel
+    REQUIRE_FALSE(got);
+    REQUIRE(::send(p.client.native_handle(), "data", 4, MSG_NOSIGNAL) == 4);
+    std::this_thread::sleep_for(20ms);  // the kernel has the data; its ENOBUFS is on the way
+    stop.request_stop();                // same turn: the cancel races that completion
+    for (int i = 0; i < 100 && !got; ++i) loop.run_once(10ms);
+    REQUIRE(got);
+    REQUIRE_FALSE(*got);
+    REQUIRE(got->error() == std::errc::operation_canceled);
+    lease = {};
+    REQUIRE(loop.backend().free_buffers() == 1);
+    run_until_idle(loop);
 }
 
 #endif

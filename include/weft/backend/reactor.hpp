@@ -242,10 +242,20 @@ public:
         for (detail::reactor_op* op : retrying_) {
             if (!op) continue;  // cancelled or forgotten while queued
             op->deferred = false;
-            op->buffer_woken = false;  // the retry uses the wake-up (a buffer it gives back wakes the next)
+            // The retry uses the wake-up: it takes the buffer reserved for it (and a
+            // buffer it gives back wakes the next waiter); if it takes none, the
+            // reservation passes on.
+            const bool woken = std::exchange(op->buffer_woken, false);
+            if (woken) pool_->claim = true;
             slot& s = slots_[static_cast<std::size_t>(op->fd)];
             std::size_t d = index(op->dir);
-            if (op->perform(*op)) {
+            const bool done = op->perform(*op);
+            if (woken && pool_->claim) {
+                pool_->claim = false;
+                --pool_->reserved;
+                pool_->wake_waiters();
+            }
+            if (done) {
                 s.waiter[d] = nullptr;
                 if constexpr (eager) disarm(op->fd, s, d);
                 core_.complete(*op, op->res);
@@ -273,8 +283,25 @@ public:
     Demux& demux() noexcept { return demux_; }
 
     /// Takes a free buffer from the loop's pool (created on first use): `-ENOBUFS` when
-    /// all are on loan, `-ENOMEM` if the pool cannot be allocated.
+    /// none is free for this receive, `-ENOMEM` if the pool cannot be allocated.
+    ///
+    /// Buffers go to receives in the order they asked (FIFO): while receives wait for
+    /// one, a receive that did not wait does not take a buffer but queues behind them,
+    /// and a returned buffer is reserved for the waiter it wakes until that waiter's
+    /// retry runs. Without this, with more busy connections than buffers, a session that
+    /// gave a buffer back took it again for its next receive, ahead of the receive that
+    /// buffer had woken (retried only in the next iteration, it found none and went to
+    /// the back of the queue): the same few connections kept every buffer and others
+    /// waited for seconds (docs/lifetime.md, "No connection starves").
     taken_buffer take_buffer() noexcept {
+        if (pool_) {
+            if (pool_->claim) {  // the retry of a woken waiter: its reserved buffer
+                pool_->claim = false;
+                --pool_->reserved;
+                return pool_->take();
+            }
+            if (pool_->waiting > 0 || pool_->free_count() <= pool_->reserved) return {.error = -ENOBUFS};
+        }
         return detail::take_from(pool_, [&] { return std::make_unique<pool>(*this, opts_.buffer_count, opts_.buffer_size); });
     }
     /// Where leases of this backend's buffers go back to.
@@ -356,41 +383,45 @@ private:
     /// A receive found every pooled buffer on loan: it waits for one to come back (not
     /// for readiness, which is already there), keeping its place on the fd.
     int wait_for_buffer(detail::reactor_op& op) noexcept {
-        try {
-            pool_->waiters.push_back(&op);
-        } catch (...) {
-            return -ENOMEM;
-        }
+        if (!pool_->waiters.push(&op)) return -ENOMEM;
+        ++pool_->waiting;
         op.buffer_wait = true;
         op.state = detail::op_state::parked;
         return 0;
     }
 
-    /// The provided-buffer pool and the receives waiting for it: a returned buffer
-    /// re-runs the oldest waiter on the loop. The woken receive owns that wake-up until
-    /// its retry runs; if it leaves first (cancelled, its socket closed), `unlink`
-    /// passes the wake-up on, so no receive waits while a buffer is free (DESIGN
-    /// invariant 11).
+    /// The provided-buffer pool and the receives waiting for it, served in order (see
+    /// `take_buffer`): a free buffer re-runs the oldest waiter on the loop and is
+    /// reserved for it. The woken receive owns that wake-up until its retry runs; if it
+    /// leaves first (cancelled, its socket closed), `unlink` passes the wake-up on, so
+    /// no receive waits while a buffer is free (DESIGN invariant 11).
     struct pool final : detail::buffer_source, detail::buffer_pool {
         pool(reactor& r, std::uint16_t count, std::uint32_t size) : buffer_pool(count, size), owner(r) {}
         void give_back(std::uint16_t id) noexcept override {
             put(id);
-            wake_one();
+            wake_waiters();
         }
-        /// Re-runs the oldest waiter if a buffer is free.
-        void wake_one() noexcept {
-            while (free_count() > 0 && !waiters.empty()) {
-                detail::reactor_op* op = waiters.front();
-                waiters.erase(waiters.begin());
+        /// Re-runs the oldest waiters, one per free buffer not yet reserved.
+        void wake_waiters() noexcept {
+            while (free_count() > reserved && !waiters.empty()) {
+                detail::reactor_op* op = waiters.pop();
                 if (!op) continue;  // cancelled while waiting
+                --waiting;
                 op->buffer_wait = false;
                 op->buffer_woken = true;
+                ++reserved;
                 owner.defer(*op);  // retried on the next iteration, with a buffer to take
-                break;
+                if (!op->deferred) {  // defer completed it with an error instead
+                    op->buffer_woken = false;
+                    --reserved;
+                }
             }
         }
         reactor& owner;
-        std::vector<detail::reactor_op*> waiters;
+        detail::ring_queue<detail::reactor_op*> waiters;  ///< oldest first; null: left while waiting
+        std::size_t waiting = 0;   ///< live entries of `waiters`
+        std::size_t reserved = 0;  ///< free buffers promised to woken waiters whose retry has not run
+        bool claim = false;        ///< a woken waiter's retry is running: it takes a reserved buffer
     };
 
     void unlink(detail::reactor_op& op) noexcept {
@@ -404,13 +435,17 @@ private:
             op.deferred = false;
         }
         if (op.buffer_wait) {
-            for (auto& p : pool_->waiters)
-                if (p == &op) p = nullptr;
+            for (std::size_t i = 0; i < pool_->waiters.size(); ++i)
+                if (pool_->waiters[i] == &op) {
+                    pool_->waiters[i] = nullptr;
+                    --pool_->waiting;
+                }
             op.buffer_wait = false;
         }
         if (op.buffer_woken) {  // it leaves with a wake-up it did not use: pass it on
             op.buffer_woken = false;
-            pool_->wake_one();
+            --pool_->reserved;
+            pool_->wake_waiters();
         }
     }
 

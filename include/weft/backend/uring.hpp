@@ -774,7 +774,7 @@ private:
     /// any wait (buffers are handed out in order: see `recv_provided`). False when none
     /// waits, or the stream's multishot is still armed (its bytes come first).
     bool queue_for_buffer(detail::proactor_op& op) noexcept {
-        if (buffer_waiters_.empty() || waiting_for_buffers() == 0) return false;
+        if (!someone_waits_for_buffer()) return false;
         if (const multishot* m = find_multishot(op.fd, multishot::kind::recv); m && m->armed) return false;
         try {
             buffer_waiters_.push_back(&op);
@@ -783,6 +783,13 @@ private:
         }
         op.held = true;
         return true;
+    }
+
+    /// True if a receive waits for a provided buffer (drops the entries of receives that
+    /// left from the front first: amortised O(1)).
+    bool someone_waits_for_buffer() noexcept {
+        while (!buffer_waiters_.empty() && buffer_waiters_.front() == nullptr) buffer_waiters_.pop_front();
+        return !buffer_waiters_.empty();
     }
 
     /// Receives that wait for a provided buffer.
@@ -947,7 +954,7 @@ private:
             w->held = false;
             // While other receives wait for a buffer, this stream's multishot must not
             // take the next one before them: it ends, and the stream queues like others.
-            if (m.what == multishot::kind::recv && !buffer_waiters_.empty()) cancel_multishot(m);
+            if (m.what == multishot::kind::recv && someone_waits_for_buffer()) cancel_multishot(m);
             settle(*w, res, flags);  // errors (EMFILE...) go to the op, which knows what to do
             return;
         }
@@ -966,7 +973,7 @@ private:
             // that receive keep buffers to receive into; and a receive already waiting
             // for one gets this one (its bytes are copied out).
             if (2 * read_ahead_buffers_ >= buffers_->slab.count()) cancel_multishot(m);
-            if (!buffer_waiters_.empty()) {
+            if (someone_waits_for_buffer()) {
                 cancel_multishot(m);
                 reclaim_read_ahead();
             }
