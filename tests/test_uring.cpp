@@ -259,36 +259,38 @@ TEST_CASE("uring: a cancelled receive's read-ahead never keeps the last buffer f
 TEST_CASE("uring: a receive cancelled while the kernel reports an empty buffer ring completes cancelled (scenario 9)",
           "[uring][receive][lifetime]") {
     WEFT_REQUIRE_BACKEND(uring);
-    // Single-shot recv with buffer select, one buffer, held: the receive's own
-    // completion is ENOBUFS once data arrives. Its cancel is requested in the same turn.
-    // Without deferred task running, the kernel posts that completion on its own (here:
-    // when the test thread returns from send), before the loop has seen it.
+    // Single-shot recv with buffer select and one buffer. Without deferred task running,
+    // the kernel completes a request on its own: here in the test thread's next syscall.
     weft::loop<uring> loop(uring::options{.defer_taskrun = false,
                                           .coop_taskrun = false,
                                           .buffer_count = 1,
                                           .buffer_size = 1024,
                                           .multishot_recv = false});
-    auto held = run_bounded(loop, make_pair(loop));
-    auto p = run_bounded(loop, make_pair(loop));
-    auto lease = run_bounded(loop, [&]() -> weft::task<weft::buffer_lease> {
-        CO_REQUIRE(co_await held.client.write_all(std::string_view("h")));
-        auto l = co_await held.server.receive();
-        REQUIRE(l);
-        co_return std::move(*l);
-    }());
-    REQUIRE(loop.backend().free_buffers() == 0);
+    auto a = run_bounded(loop, make_pair(loop));
+    auto b = run_bounded(loop, make_pair(loop));
+    // b's receive goes to the kernel while the buffer is free (no data yet: it waits).
     std::stop_source stop;
     std::optional<weft::result<weft::buffer_lease>> got;
     loop.spawn([](weft::tcp_stream<uring>& s, std::optional<weft::result<weft::buffer_lease>>& got) -> weft::task<void> {
         got.emplace(co_await s.receive());
-    }(p.server, got), stop.get_token());
-    for (int i = 0; i < 3; ++i) loop.run_once(5ms);  // submitted, waiting in the kernel
+    }(b.server, got), stop.get_token());
+    for (int i = 0; i < 3; ++i) loop.run_once(5ms);
     REQUIRE_FALSE(got);
-    REQUIRE(::send(p.client.native_handle(), "data", 4, MSG_NOSIGNAL) == 4);
-    std::this_thread::sleep_for(20ms);  // the kernel has the data; its ENOBUFS is on the way
-    stop.request_stop();                // same turn: the cancel races that completion
+    // a takes the only buffer and keeps it.
+    auto lease = run_bounded(loop, [&]() -> weft::task<weft::buffer_lease> {
+        CO_REQUIRE(co_await a.client.write_all(std::string_view("a")));
+        auto l = co_await a.server.receive();
+        REQUIRE(l);
+        co_return std::move(*l);
+    }());
+    REQUIRE(loop.backend().free_buffers() == 0);
+    // Data for b: the kernel retries b's recv, finds the ring empty and completes it
+    // with ENOBUFS; in the same turn, before the loop has seen that, b is cancelled.
+    REQUIRE(::send(b.client.native_handle(), "data", 4, MSG_NOSIGNAL) == 4);
+    std::this_thread::sleep_for(20ms);
+    stop.request_stop();
     for (int i = 0; i < 100 && !got; ++i) loop.run_once(10ms);
-    REQUIRE(got);
+    REQUIRE(got);  // (before: it waited for a buffer, as if nobody had cancelled it)
     REQUIRE_FALSE(*got);
     REQUIRE(got->error() == std::errc::operation_canceled);
     lease = {};
