@@ -86,6 +86,18 @@ template <class Call>
     return call(&shorter);
 }
 
+/// One vectored call (`real`, on a `msghdr`) through the fault hook at `site`: the hook
+/// sees the entries' total length, and a shortened length becomes a call on a prefix.
+template <class Real>
+long vectored(call site, int fd, const msghdr* msg, Real real) noexcept {
+    if (fault_hook.load(std::memory_order_relaxed) == nullptr) [[likely]]
+        return real(msg);
+    const std::size_t all = total_of(msg);
+    std::size_t len = all;
+    if (long r = inject(site, fd, len); r != 0) return r;
+    return len < all ? with_prefix(msg, len, real) : real(msg);
+}
+
 /// Set by `backend::blocking` for the duration of one blocking call on this thread:
 /// when it reads true, an `EINTR` is the canceller's signal and is returned instead of
 /// retried. Null everywhere else, so other backends always retry.
@@ -127,16 +139,7 @@ inline long send(int fd, const void* buf, std::size_t len, int flags) noexcept {
 inline long sendmsg(int fd, const msghdr* msg, int flags) noexcept {
     auto real = [&](const msghdr* m) { return detail::check(::sendmsg(fd, m, flags | MSG_NOSIGNAL)); };
     for (;;) {
-        long r = 0;
-        if (detail::fault_hook.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
-            const std::size_t all = detail::total_of(msg);
-            std::size_t len = all;
-            r = detail::inject(call::sendmsg, fd, len);
-            if (r == 0 && len < all) r = detail::with_prefix(msg, len, real);
-            else if (r == 0) r = real(msg);
-        } else {
-            r = real(msg);
-        }
+        long r = detail::vectored(call::sendmsg, fd, msg, real);
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
@@ -145,16 +148,7 @@ inline long sendmsg(int fd, const msghdr* msg, int flags) noexcept {
 inline long recvmsg(int fd, msghdr* msg, int flags) noexcept {
     auto real = [&](const msghdr* m) { return detail::check(::recvmsg(fd, const_cast<msghdr*>(m), flags)); };
     for (;;) {
-        long r = 0;
-        if (detail::fault_hook.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
-            const std::size_t all = detail::total_of(msg);
-            std::size_t len = all;
-            r = detail::inject(call::recvmsg, fd, len);
-            if (r == 0 && len < all) r = detail::with_prefix(msg, len, real);
-            else if (r == 0) r = real(msg);
-        } else {
-            r = real(msg);
-        }
+        long r = detail::vectored(call::recvmsg, fd, msg, real);
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
