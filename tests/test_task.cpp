@@ -142,8 +142,8 @@ TEST_CASE("moving a task transfers frame ownership", "[task]") {
     weft::loop<B> loop;
     auto a = value(3);
     weft::task<int> b = std::move(a);
-    REQUIRE_FALSE(a);
-    REQUIRE(b);
+    REQUIRE_FALSE(a.valid());
+    REQUIRE(b.valid());
     weft::task<int> c;
     c = std::move(b);
     REQUIRE(loop.run(std::move(c)) == 3);

@@ -158,8 +158,27 @@ struct linked_stop_source {
 
 }  // namespace detail
 
-/// Awaits `a` with `token` (in addition to the current task's own token) as its stop token.
+/// Something `co_await` accepts: an awaiter, or a type with `operator co_await` (a
+/// `task`, an IO operation, a timer).
 template <class A>
+concept awaitable = requires {
+    typename detail::awaited_t<A>;
+};
+
+namespace detail {
+template <class T>
+struct is_result : std::false_type {};
+template <class T>
+struct is_result<result<T>> : std::true_type {};
+}  // namespace detail
+
+/// An awaitable whose value is a `result<T>` (every IO operation, timer and lookup):
+/// what `with_timeout` can turn into `timed_out`.
+template <class A>
+concept result_awaitable = awaitable<A> && detail::is_result<std::remove_cvref_t<detail::awaited_t<A>>>::value;
+
+/// Awaits `a` with `token` (in addition to the current task's own token) as its stop token.
+template <awaitable A>
 task<detail::awaited_t<A>> with_stop_token(A a, std::stop_token token) {
     detail::task_env env;
     co_await detail::read_env{env};
@@ -175,7 +194,7 @@ task<detail::awaited_t<A>> with_stop_token(A a, std::stop_token token) {
 /// Runs all of `as` concurrently on the current loop and returns their values in order
 /// (`std::monostate` for void ones). If one throws, the others are cancelled; all are
 /// waited for, then the first exception is rethrown.
-template <class... As>
+template <awaitable... As>
 task<std::tuple<detail::child_value_t<As>...>> when_all(As... as) {
     detail::task_env env;
     co_await detail::read_env{env};
@@ -195,7 +214,7 @@ task<std::tuple<detail::child_value_t<As>...>> when_all(As... as) {
 /// index is the variant's `index()`). The others are cancelled through their stop
 /// token, and `when_any` waits for them to complete before it returns, so no operation
 /// outlives it.
-template <class... As>
+template <awaitable... As>
 task<std::variant<detail::child_value_t<As>...>> when_any(As... as) {
     detail::task_env env;
     co_await detail::read_env{env};
@@ -220,7 +239,7 @@ task<std::variant<detail::child_value_t<As>...>> when_any(As... as) {
 /// Yields `a`'s result, or `std::errc::timed_out` if the time ran out first and `a`
 /// ended cancelled. If `a` had already completed when the timer fired, its real result
 /// is returned: data that arrived is never dropped.
-template <class A, class Rep, class Period>
+template <result_awaitable A, class Rep, class Period>
 task<detail::awaited_t<A>> with_timeout(A a, std::chrono::duration<Rep, Period> d) {
     detail::task_env env;
     co_await detail::read_env{env};

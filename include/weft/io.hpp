@@ -32,20 +32,33 @@ namespace detail {
 /// Internal result code for "the peer closed before the buffer was full" (not an errno:
 /// errno values stop at 4095).
 inline constexpr int eof_res = -4096;
+/// Internal result code for "a read was given no room": 0 bytes would read as EOF, so
+/// such a read completes at once with `errc::empty_buffer` and makes no syscall.
+inline constexpr int empty_res = -4097;
+
+/// The result of a read: bytes read (0 = EOF), `errc::empty_buffer`, or the errno.
+inline result<std::size_t> read_result(int res) noexcept {
+    if (res == empty_res) return errc::empty_buffer;
+    return to_result<std::size_t>(res);
+}
 
 /// `recv` into one buffer: bytes read, 0 at EOF.
 struct recv_op {
     int fd;
     std::span<std::byte> buf;
     static constexpr interest dir = interest::read;
-    int try_now() noexcept { return static_cast<int>(sys::recv(fd, buf.data(), buf.size(), 0)); }
+    int try_now() noexcept {
+        if (buf.empty()) return empty_res;
+        return static_cast<int>(sys::recv(fd, buf.data(), buf.size(), 0));
+    }
     template <class P>
     void prepare(P& p) noexcept {
+        if (buf.empty()) return p.complete_now(empty_res);
         p.recv(fd, buf.data(), buf.size());
     }
     /// A short read means the socket is drained (the edge-triggered hint).
     bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < buf.size(); }
-    result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
+    result<std::size_t> make(int res) const noexcept { return read_result(res); }
 };
 
 /// `send` from one buffer (`MSG_NOSIGNAL`): bytes written, possibly fewer than asked.
@@ -211,21 +224,25 @@ struct message_op {
     static constexpr interest dir = Dir;
     int try_now() noexcept {
         msg = message_of(iov);
-        if constexpr (Dir == interest::read)
+        if constexpr (Dir == interest::read) {
+            if (total_of(iov) == 0) return empty_res;
             return static_cast<int>(sys::recvmsg(fd, &msg, 0));
-        else
+        } else {
             return static_cast<int>(sys::sendmsg(fd, &msg, 0));
+        }
     }
     template <class P>
     void prepare(P& p) noexcept {
         msg = message_of(iov);
-        if constexpr (Dir == interest::read)
+        if constexpr (Dir == interest::read) {
+            if (total_of(iov) == 0) return p.complete_now(empty_res);
             p.recvmsg(fd, &msg);
-        else
+        } else {
             p.sendmsg(fd, &msg);
+        }
     }
     bool drained(int res) const noexcept { return static_cast<std::size_t>(res) < one_call_total(iov); }
-    result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
+    result<std::size_t> make(int res) const noexcept { return read_result(res); }
 };
 /// Vectored read of what is available.
 using readv_op = message_op<interest::read>;
@@ -346,7 +363,8 @@ using op_record_t =
 /// once with `operation_canceled` (or, on a proactor, its real result if the kernel had
 /// already finished it) and never touches its buffer afterwards.
 template <class Backend, class Op>
-class [[nodiscard]] io_awaiter : private detail::op_record_t<Backend> {
+class [[nodiscard("an IO operation does nothing until it is awaited: is a co_await missing?")]] io_awaiter
+    : private detail::op_record_t<Backend> {
     using record = detail::op_record_t<Backend>;
     static constexpr bool is_reactor = Backend::kind == backend_kind::reactor;
     static constexpr bool is_blocking = Backend::kind == backend_kind::blocking;
@@ -354,9 +372,9 @@ class [[nodiscard]] io_awaiter : private detail::op_record_t<Backend> {
 public:
     /// An operation `op` on `backend` (null for a closed socket: it fails with `EBADF`);
     /// nothing happens until it is awaited.
-    io_awaiter(Backend* backend, Op op) noexcept : backend_(backend), op_(std::move(op)) {}
+    io_awaiter(Backend * backend, Op op) noexcept : backend_(backend), op_(std::move(op)) {}
     /// Moves a not-yet-awaited operation (e.g. into `with_timeout`).
-    io_awaiter(io_awaiter&& o) noexcept : record(), backend_(o.backend_), op_(std::move(o.op_)) {
+    io_awaiter(io_awaiter && o) noexcept : record(), backend_(o.backend_), op_(std::move(o.op_)) {
         assert(o.state == detail::op_state::idle);
     }
     io_awaiter& operator=(io_awaiter&&) = delete;
@@ -468,12 +486,12 @@ private:
             backend_->note_drained(op_.fd, detail::direction_of(op_), /*eagain=*/false);
         return true;
     }
-    static bool perform_(detail::reactor_op& base) noexcept { return static_cast<io_awaiter&>(base).attempt(); }
+    static bool perform_(detail::reactor_op & base) noexcept { return static_cast<io_awaiter&>(base).attempt(); }
 
-    static void prepare_(detail::proactor_op& base, void* preparer) noexcept {
+    static void prepare_(detail::proactor_op & base, void* preparer) noexcept {
         static_cast<io_awaiter&>(base).op_.prepare(*static_cast<typename Backend::preparer*>(preparer));
     }
-    static bool finish_(detail::proactor_op& base, int res, unsigned flags) noexcept {
+    static bool finish_(detail::proactor_op & base, int res, unsigned flags) noexcept {
         auto& self = static_cast<io_awaiter&>(base);
         self.res = res;
         if constexpr (requires { self.op_.finish(self.res, flags); })

@@ -124,8 +124,7 @@ public:
             }
             // A stop() that raced with the task's end (it may be what ended it) still counts.
             if (stop_requested_.exchange(false, std::memory_order_acq_rel)) cancelled = true;
-            if (cancelled)
-                throw std::system_error(std::make_error_code(std::errc::operation_canceled), "loop stopped");
+            if (cancelled) throw std::system_error(std::make_error_code(std::errc::operation_canceled), "loop stopped");
             return h.promise().take();
         }
         h.promise().env = {this, {}};
@@ -138,7 +137,9 @@ public:
         return h.promise().take();
     }
 
-    /// Runs until `stop()` is called or no spawned task is left.
+    /// Runs until `stop()` is called or no spawned task is left. May be called again
+    /// after it returns: the stop request is consumed on return, and tasks still alive
+    /// go on in the next `run()` (as after a graceful drain that stops the loop).
     void run() {
         while (live_tasks() > 0 || has_ready()) {
             if (stop_requested_.exchange(false, std::memory_order_acq_rel)) return;

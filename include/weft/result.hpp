@@ -26,6 +26,11 @@ enum class errc {
     fd_too_large,           ///< The backend cannot watch this fd (select: fd >= FD_SETSIZE).
     no_loop,                ///< A loop-bound awaitable (a timer) was awaited outside any weft loop.
     backend_unavailable,    ///< The backend cannot run in this process (kernel support or sandbox).
+    empty_buffer,           ///< A read was given no room (0 bytes): it would look like EOF, so it fails instead.
+    line_too_long,          ///< A delimited read found no delimiter within its length limit (the line was skipped).
+    datagram_truncated,     ///< A datagram was larger than the buffer; the excess was discarded by the kernel.
+    path_too_long,          ///< A Unix socket path does not fit `sockaddr_un::sun_path` (107 bytes + NUL).
+    host_not_found,         ///< Name resolution succeeded but yielded no usable address.
 };
 
 /// The `std::error_category` of `weft::errc`; its name is `"weft"`.
@@ -50,6 +55,16 @@ inline const std::error_category& error_category() noexcept {
                     return "awaited outside a weft loop (no loop to run the timer)";
                 case errc::backend_unavailable:
                     return "the IO backend is not available in this process";
+                case errc::empty_buffer:
+                    return "read into an empty buffer: give it room for at least one byte";
+                case errc::line_too_long:
+                    return "line too long: no delimiter within the length limit (the line was skipped)";
+                case errc::datagram_truncated:
+                    return "datagram truncated: it was larger than the receive buffer";
+                case errc::path_too_long:
+                    return "Unix socket path too long (at most 107 bytes)";
+                case errc::host_not_found:
+                    return "the name resolved to no usable address";
             }
             return "unknown weft error";
         }

@@ -12,8 +12,8 @@
 #pragma once
 
 #include <atomic>
-#include <climits>
 #include <cerrno>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 
@@ -153,6 +153,18 @@ inline long recvmsg(int fd, msghdr* msg, int flags) noexcept {
     }
 }
 
+/// `recvmmsg(2)` of up to `n` datagrams (no timeout): how many arrived, or -errno; `EINTR`
+/// retried. The fault hook sees it as a `recvmsg` site (errors only: a datagram cannot
+/// be shortened).
+inline int recvmmsg(int fd, mmsghdr* msgs, unsigned n, int flags) noexcept {
+    for (;;) {
+        std::size_t len = 1;
+        long r = detail::inject(call::recvmsg, fd, len);
+        if (r == 0) r = detail::check(::recvmmsg(fd, msgs, n, flags, nullptr));
+        if (r != -EINTR || detail::interrupted(r)) return static_cast<int>(r);
+    }
+}
+
 /// `accept4(2)`, the new fd always `CLOEXEC` (plus `flags`); returns the fd or -errno.
 inline int accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags) noexcept {
     for (;;) {
@@ -186,12 +198,24 @@ inline int socket(int domain, int type, int protocol) noexcept {
     return static_cast<int>(detail::check(::socket(domain, type | SOCK_CLOEXEC, protocol)));
 }
 
+/// `socketpair(2)`, both fds always `CLOEXEC` (plus the flags in `type`): 0 or -errno.
+inline int socketpair(int domain, int type, int protocol, int fds[2]) noexcept {
+    std::size_t none = 0;
+    if (int e = detail::inject(call::socket, -1, none)) return e;
+    return static_cast<int>(detail::check(::socketpair(domain, type | SOCK_CLOEXEC, protocol, fds)));
+}
+
 /// `close(2)`; never retried (on Linux the fd is gone even when it reports `EINTR`).
 inline int close(int fd) noexcept { return static_cast<int>(detail::check(::close(fd))); }
 
 /// `setsockopt(2)` for an `int` option: 0 or -errno.
 inline int setsockopt_int(int fd, int level, int name, int value) noexcept {
     return static_cast<int>(detail::check(::setsockopt(fd, level, name, &value, sizeof value)));
+}
+
+/// `setsockopt(2)` for an option of any type: 0 or -errno.
+inline int setsockopt(int fd, int level, int name, const void* value, socklen_t len) noexcept {
+    return static_cast<int>(detail::check(::setsockopt(fd, level, name, value, len)));
 }
 
 /// `getsockopt(2)` for an `int` option: the value (>= 0) or -errno.

@@ -5,8 +5,10 @@
 
 #include <cassert>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <new>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -20,9 +22,119 @@ class task;
 
 namespace detail {
 
+/// A one-block recycler for task frames, so that a call made over and over (a reader's
+/// `read_line`) allocates its frame once instead of once per call.
+///
+/// A coroutine opts in by taking a `frame_arena&` as its first parameter after the
+/// object: for a member coroutine, its first parameter; for a free one, its second.
+/// Its frame then comes from that arena's block when the block is free and big enough;
+/// a free block that is too small is replaced by a bigger one (never shrunk, so
+/// alternating calls of different frame sizes settle after one round); when the block
+/// is in use (two calls in flight) the frame comes from the global heap. Opting in is
+/// explicit, not "whatever owns an arena", so that a user coroutine taking the owner by
+/// reference (`task<void> serve(buffered_reader<S>& r)`) does not occupy the block for
+/// its whole life and push every call it makes onto the heap.
+///
+/// The arena must outlive every frame it handed out. Not thread-safe: an arena serves
+/// one task at a time (a stream allows one reader at a time anyway).
+///
+/// g++ 12 reports a frame from the arena overload as "mismatched" with the promise's
+/// `operator delete` (-Wmismatched-new-delete, a false positive for templated
+/// `operator new`, PR 109224, fixed in g++ 13): opting-in coroutines are defined with
+/// that warning switched off (see `net/buffered.hpp`).
+class frame_arena {
+public:
+    /// An arena with no block yet (the first frame allocates it).
+    frame_arena() noexcept = default;
+    /// Takes over `o`'s block; `o` must have no frame out.
+    frame_arena(frame_arena&& o) noexcept : block_(std::exchange(o.block_, nullptr)), size_(std::exchange(o.size_, 0)) {
+        assert(!o.busy_);
+    }
+    /// Frees the current block and takes over `o`'s; neither may have a frame out.
+    frame_arena& operator=(frame_arena&& o) noexcept {
+        if (this != &o) {
+            assert(!busy_ && !o.busy_);
+            free_block();
+            block_ = std::exchange(o.block_, nullptr);
+            size_ = std::exchange(o.size_, 0);
+        }
+        return *this;
+    }
+    frame_arena(const frame_arena&) = delete;
+    frame_arena& operator=(const frame_arena&) = delete;
+    /// Frees the block (no frame may be out).
+    ~frame_arena() {
+        assert(!busy_);
+        free_block();
+    }
+
+    /// `n` bytes from the block, or nullptr when the block is in use; throws
+    /// `std::bad_alloc` when a bigger block cannot be had.
+    void* allocate(std::size_t n) {
+        if (busy_) return nullptr;
+        if (n > size_) {
+            void* bigger = ::operator new(n);
+            free_block();
+            block_ = bigger;
+            size_ = n;
+        }
+        busy_ = true;
+        return block_;
+    }
+    /// Takes back the block `allocate` handed out.
+    void deallocate([[maybe_unused]] void* p) noexcept {
+        assert(busy_ && p == block_);
+        busy_ = false;
+    }
+
+private:
+    void free_block() noexcept {
+        if (!block_) return;
+#if __cpp_sized_deallocation
+        ::operator delete(block_, size_);
+#else
+        ::operator delete(block_);
+#endif
+    }
+    void* block_ = nullptr;
+    std::size_t size_ = 0;
+    bool busy_ = false;
+};
+
 /// The part of a task's promise that does not depend on `T`.
 class task_promise_base {
 public:
+    /// A frame of a coroutine that opts into `arena` (see `frame_arena`): from the
+    /// arena's block, or from the global heap when the block is in use.
+    template <class Self, class... Rest>
+    static void* operator new(std::size_t n, Self&, frame_arena& arena, Rest&...) {
+        if (void* block = arena.allocate(header_size + n)) return with_header(block, &arena);
+        return operator new(n);
+    }
+    /// A frame from the global heap (every other coroutine).
+    ///
+    /// Both this and `operator delete` are always inlined: g++ 12 tracks the pointer from
+    /// the global `operator new` and calls it "mismatched" (-Wmismatched-new-delete) when
+    /// only one of the pair is inlined, which its heuristics decide per call site.
+    [[gnu::always_inline]] static void* operator new(std::size_t n) {
+        return with_header(::operator new(header_size + n), nullptr);
+    }
+    /// Gives a frame back to where it came from, which its header records: the global
+    /// `operator delete` sees exactly the pointer and size that `operator new` returned.
+    [[gnu::always_inline]] static void operator delete(void* frame, std::size_t n) noexcept {
+        void* block = static_cast<std::byte*>(frame) - header_size;
+        if (frame_arena* arena = std::launder(static_cast<frame_header*>(block))->arena) {
+            arena->deallocate(block);
+            return;
+        }
+#if __cpp_sized_deallocation
+        ::operator delete(block, header_size + n);
+#else
+        (void)n;
+        ::operator delete(block);
+#endif
+    }
+
     /// What this task inherits from its awaiter: its loop and stop token.
     task_env env;
 
@@ -66,6 +178,18 @@ public:
     }
 
 private:
+    /// In front of every frame: where it came from (nullptr: the global heap). Padded to
+    /// the default new alignment so that the frame keeps that alignment.
+    struct frame_header {
+        frame_arena* arena;
+    };
+    static constexpr std::size_t header_size = __STDCPP_DEFAULT_NEW_ALIGNMENT__;
+    static_assert(sizeof(frame_header) <= header_size);
+    static void* with_header(void* block, frame_arena* arena) noexcept {
+        ::new (block) frame_header{arena};
+        return static_cast<std::byte*>(block) + header_size;
+    }
+
     enum class start_state : std::uint8_t { lazy, inline_running, inline_done, suspended };
     std::coroutine_handle<> continuation_{};
     start_state start_ = start_state::lazy;
@@ -118,7 +242,7 @@ private:
 /// awaiter through symmetric transfer. An exception escaping the body is rethrown to
 /// the awaiter.
 template <class T>
-class [[nodiscard]] task {
+class [[nodiscard("a task does nothing until it is awaited: is a co_await missing?")]] task {
 public:
     static_assert(!std::is_reference_v<T>, "task<T&> is not supported; return a pointer or std::reference_wrapper");
     /// The coroutine promise type (used by the compiler).
@@ -147,8 +271,12 @@ public:
         if (h_) h_.destroy();
     }
 
-    /// True if this task owns a frame.
-    explicit operator bool() const noexcept { return static_cast<bool>(h_); }
+    /// True if this task owns a frame. Deliberately not `operator bool`: with one,
+    /// `auto c = connect(...); if (!c)` (a forgotten `co_await`) would compile and test
+    /// the task instead of the connection's result.
+    bool valid() const noexcept { return static_cast<bool>(h_); }
+    /// A task is not a truth value (see `valid()`): testing one is a missing `co_await`.
+    explicit operator bool() const = delete;
     /// True once the body has finished (returned or thrown).
     bool done() const noexcept { return h_ && h_.done(); }
 

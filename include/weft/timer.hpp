@@ -35,14 +35,15 @@ inline int sleep_on_this_thread(clock::time_point deadline, const std::stop_toke
 /// Success means the deadline passed; `std::errc::operation_canceled` means the
 /// awaiting task's stop token fired first. A timer that has already fired when the
 /// stop arrives still reports success. The awaiter is pinned once awaited.
-class [[nodiscard]] sleep_awaiter : private detail::timer_op {
+class [[nodiscard("a timer does nothing until it is awaited: is a co_await missing?")]] sleep_awaiter
+    : private detail::timer_op {
 public:
     /// A timer for `deadline` on `loop` (or, when null, on the awaiting task's loop).
-    sleep_awaiter(detail::loop_core* loop, clock::time_point deadline) noexcept : loop_(loop) {
+    sleep_awaiter(detail::loop_core * loop, clock::time_point deadline) noexcept : loop_(loop) {
         this->deadline = deadline;
     }
     /// Moves a not-yet-awaited timer.
-    sleep_awaiter(sleep_awaiter&& o) noexcept : detail::timer_op(), loop_(o.loop_) {
+    sleep_awaiter(sleep_awaiter && o) noexcept : detail::timer_op(), loop_(o.loop_) {
         assert(o.state == detail::op_state::idle);
         this->deadline = o.deadline;
     }

@@ -15,8 +15,8 @@
 /// `IORING_SETUP_COOP_TASKRUN`, else none; a registered ring fd; `IORING_FEAT_NODROP`
 /// (overflowed completions are kept by the kernel and flushed); multishot accept behind
 /// `accept()` and multishot recv behind `receive()`, whose completions queue per fd while
-/// nobody awaits them. Each can be switched off through `uring::options`; `WEFT_DISABLE_URING=1` in the environment makes
-/// `available()` false, as a container without io_uring would.
+/// nobody awaits them. Each can be switched off through `uring::options`; `WEFT_DISABLE_URING=1` in the environment
+/// makes `available()` false, as a container without io_uring would.
 #pragma once
 
 #if !__has_include(<liburing.h>)
@@ -33,12 +33,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <span>
-#include <utility>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <poll.h>
@@ -395,11 +395,12 @@ public:
             s->flags |= IOSQE_BUFFER_SELECT;
             s->buf_group = buffer_group;
         }
-        /// `recvmsg(2)` (vectored receive); `msg` lives in the operation until it completes.
-        void recvmsg(int fd, msghdr* msg) noexcept {
+        /// `recvmsg(2)` (vectored receive) with `flags` (`MSG_TRUNC` for a datagram's real
+        /// length); `msg` lives in the operation until it completes.
+        void recvmsg(int fd, msghdr* msg, unsigned flags = 0) noexcept {
             std::span<const iovec> iov(msg->msg_iov, msg->msg_iovlen);
             if (ring_.read_through(op_, fd, iov, *this)) return;
-            if (!inject_vectored(sys::call::recvmsg, fd, *msg)) io_uring_prep_recvmsg(sqe(), fd, msg, 0);
+            if (!inject_vectored(sys::call::recvmsg, fd, *msg)) io_uring_prep_recvmsg(sqe(), fd, msg, flags);
         }
         /// `sendmsg(2)` with `MSG_NOSIGNAL` (vectored send).
         void sendmsg(int fd, msghdr* msg) noexcept {
@@ -512,9 +513,7 @@ private:
     /// the buffer-id bits). Never set by the kernel together with `IORING_CQE_F_BUFFER`,
     /// which every receive completion that carries data has.
     static constexpr unsigned spill_flag = 1u << 14;
-    static bool spilled(unsigned flags) noexcept {
-        return (flags & spill_flag) && !(flags & IORING_CQE_F_BUFFER);
-    }
+    static bool spilled(unsigned flags) noexcept { return (flags & spill_flag) && !(flags & IORING_CQE_F_BUFFER); }
     /// Where the bytes of a queued receive completion are.
     std::byte* bytes_of(unsigned flags) noexcept {
         auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
@@ -644,7 +643,8 @@ private:
         std::uint8_t busy = 0;         ///< bit 0 a read, bit 1 a write in flight
     };
     fd_slot* find_slot(int fd) noexcept {
-        return fd >= 0 && static_cast<std::size_t>(fd) < slots_.size() ? &slots_[static_cast<std::size_t>(fd)] : nullptr;
+        return fd >= 0 && static_cast<std::size_t>(fd) < slots_.size() ? &slots_[static_cast<std::size_t>(fd)]
+                                                                       : nullptr;
     }
     /// Records `op` in flight on its fd and stamps it with the fd's generation: 0,
     /// `-EBUSY` if an operation of the same direction already is, or `-ENOMEM` when the
@@ -702,9 +702,9 @@ private:
             int res = 0;         ///< the CQE's result
             unsigned flags = 0;  ///< the CQE's flags
         };
-        int fd = -1;                ///< the listener or stream
-        kind what = kind::accept;   ///< the request's kind
-        int accept_flags = 0;       ///< flags for accepted sockets
+        int fd = -1;                            ///< the listener or stream
+        kind what = kind::accept;               ///< the request's kind
+        int accept_flags = 0;                   ///< flags for accepted sockets
         detail::proactor_op* waiter = nullptr;  ///< the operation waiting for the next completion
         detail::ring_queue<completion> queued;  ///< arrived, not yet handed out
         bool armed = false;                     ///< the request is in the kernel
@@ -1109,8 +1109,7 @@ private:
             core_.complete(op, op.res);
         // A receive woken for a returned buffer may end (cancelled, closed) without taking
         // one: the next waiter must get the wake-up instead (DESIGN invariant 11).
-        if (op.uses_buffers && !(flags & IORING_CQE_F_BUFFER) && buffers_ && buffers_->available > 0)
-            buffer_returned();
+        if (op.uses_buffers && !(flags & IORING_CQE_F_BUFFER) && buffers_ && buffers_->available > 0) buffer_returned();
     }
 
     /// Takes every available completion off the ring. Each batch is copied out and the
@@ -1176,7 +1175,7 @@ private:
     io_uring ring_{};
     feature_set features_;
     int wake_fd_ = -1;
-    std::vector<fd_slot> slots_;                        ///< per fd: busy bits and generation
+    std::vector<fd_slot> slots_;                          ///< per fd: busy bits and generation
     std::vector<std::unique_ptr<multishot>> multishots_;  ///< multishot accept/recv state, per fd
     std::vector<std::unique_ptr<multishot>> closing_;     ///< detached states the kernel still refers to
     options opts_;

@@ -21,7 +21,7 @@ namespace weft {
 /// An IPv4 or IPv6 socket address (a `sockaddr_storage` inside); a value type.
 ///
 /// Text forms are `"127.0.0.1:8800"` and `"[::1]:8800"` (an IPv6 scope may follow
-/// `%`, as in `"[fe80::1%lo]:80"`). Host names are not resolved: weft does no DNS.
+/// `%`, as in `"[fe80::1%lo]:80"`). A host name is not an endpoint: `resolve` (net/resolve.hpp) turns names into endpoints.
 class endpoint {
 public:
     /// An empty endpoint (family `AF_UNSPEC`).
