@@ -232,7 +232,7 @@ TEMPLATE_TEST_CASE(
     weft::loop<TestType> loop;
     run_bounded(loop, [&]() -> weft::task<void> {
         auto p = weft::unix_stream<TestType>::pair(loop).value();
-        auto& [a, b] = p;
+        auto& b = p.second;  // p.first stays open as b's peer (no structured binding: clang 14 cannot capture one)
         std::array<char, 4> buf{};
         std::array<int, 2> fds{-1, -1};
         auto t = co_await weft::with_timeout(b.receive_fds(buf, fds), 30ms);
