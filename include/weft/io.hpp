@@ -201,6 +201,16 @@ inline msghdr message_of(std::span<iovec> iov) noexcept {
     return m;
 }
 
+/// A `msghdr` over one buffer, through `iov` (which must live as long as the message):
+/// what the datagram and fd-passing operations start from, before their own fields.
+inline msghdr message_of_one(iovec& iov, const void* data, std::size_t size) noexcept {
+    iov = {const_cast<void*>(data), size};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    return m;
+}
+
 inline std::size_t total_of(std::span<const iovec> iov) noexcept {
     std::size_t n = 0;
     for (const iovec& v : iov) n += v.iov_len;

@@ -223,6 +223,16 @@ public:
 protected:
     /// Takes over the attached socket `fd`.
     basic_socket(Backend& backend, int fd) noexcept : backend_(&backend), fd_(fd) {}
+    /// Attaches `fd` to `backend` and wraps it in a `S` (a derived socket type, which makes
+    /// this class a friend); on error the fd is closed.
+    template <class S>
+    static result<S> adopt_as(Backend& backend, int fd) noexcept {
+        if (int err = backend.attach(fd); err < 0) {
+            sys::close(fd);
+            return detail::errno_code(-err);
+        }
+        return S(backend, fd);
+    }
     /// The value of an `int` socket option.
     result<int> int_option(int level, int option) const noexcept {
         int v = 0;
@@ -332,14 +342,17 @@ public:
 protected:
     /// Takes over the attached socket `fd`.
     basic_stream(Backend& backend, int fd) noexcept : basic_socket<Backend>(backend, fd) {}
-    /// Attaches `fd` to `backend` and wraps it in a `S` (a derived stream); on error the fd is closed.
-    template <class S>
-    static result<S> adopt_as(Backend& backend, int fd) noexcept {
-        if (int err = backend.attach(fd); err < 0) {
-            sys::close(fd);
-            return detail::errno_code(-err);
-        }
-        return S(backend, fd);
+    /// Opens a stream socket of `peer`'s family and connects it to `peer`, as an `S`
+    /// (`tcp_stream`, `unix_stream`): the body of their `connect`s.
+    template <class S, class Endpoint>
+    static task<result<S>> connect_as(loop<Backend>& l, Endpoint peer) {
+        int fd = sys::socket(peer.family(), SOCK_STREAM | Backend::socket_flags, 0);
+        if (fd < 0) co_return detail::errno_code(-fd);
+        auto s = S::adopt(l.backend(), fd);
+        if (!s) co_return s;
+        result<void> r = co_await io_awaiter<Backend, detail::basic_connect_op<Endpoint>>(&l.backend(), {fd, peer});
+        if (!r) co_return r.error();
+        co_return s;
     }
 };
 
@@ -368,13 +381,7 @@ public:
     /// Connects to `peer`. Fails with `connection_refused` when nobody listens,
     /// `operation_canceled` when the task is cancelled (e.g. by `with_timeout`).
     static task<result<tcp_stream>> connect(loop<Backend>& l, endpoint peer) {
-        int fd = sys::socket(peer.family(), SOCK_STREAM | Backend::socket_flags, 0);
-        if (fd < 0) co_return detail::errno_code(-fd);
-        auto s = adopt(l.backend(), fd);
-        if (!s) co_return s;
-        result<void> r = co_await io_awaiter<Backend, detail::connect_op>(&l.backend(), {fd, peer});
-        if (!r) co_return r.error();
-        co_return s;
+        return basic_stream<Backend>::template connect_as<tcp_stream>(l, peer);
     }
 
     /// Connects to `"host:port"` (`"localhost:7000"`, `"[::1]:80"`, `"example.org:http"`;
@@ -426,7 +433,7 @@ public:
     result<endpoint> remote_endpoint() const noexcept { return this->template address<endpoint>(&sys::getpeername); }
 
 private:
-    friend class basic_stream<Backend>;
+    friend class basic_socket<Backend>;
     tcp_stream(Backend& backend, int fd) noexcept : basic_stream<Backend>(backend, fd) {}
 };
 

@@ -59,10 +59,7 @@ struct datagram_recv_op {
     msghdr msg{};
     static constexpr interest dir = interest::read;
     void setup() noexcept {
-        iov = {buf.data(), buf.size()};
-        msg = msghdr{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
+        msg = message_of_one(iov, buf.data(), buf.size());
         if (want_sender) {
             msg.msg_name = &from;
             msg.msg_namelen = sizeof from;
@@ -114,10 +111,7 @@ struct datagram_send_op {
     msghdr msg{};
     static constexpr interest dir = interest::write;
     void setup() noexcept {
-        iov = {const_cast<std::byte*>(buf.data()), buf.size()};
-        msg = msghdr{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
+        msg = message_of_one(iov, buf.data(), buf.size());
         if (has_to) {
             msg.msg_name = const_cast<sockaddr*>(to.data());
             msg.msg_namelen = to.size();
@@ -269,11 +263,7 @@ public:
     /// Adopts a datagram socket `fd` (created with `Backend::socket_flags`); on error the
     /// fd is closed.
     static result<basic_datagram_socket> adopt(loop<Backend>& l, int fd) noexcept {
-        if (int err = l.backend().attach(fd); err < 0) {
-            sys::close(fd);
-            return detail::errno_code(-err);
-        }
-        return basic_datagram_socket(l.backend(), fd);
+        return basic_socket<Backend>::template adopt_as<basic_datagram_socket>(l.backend(), fd);
     }
 
     /// Sets the default peer: `send`/`receive` then talk to it only, datagrams from
@@ -325,6 +315,7 @@ public:
     result<Endpoint> remote_endpoint() const noexcept { return this->template address<Endpoint>(&sys::getpeername); }
 
 private:
+    friend class basic_socket<Backend>;
     basic_datagram_socket(Backend& backend, int fd) noexcept : basic_socket<Backend>(backend, fd) {}
 };
 

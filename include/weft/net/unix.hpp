@@ -151,10 +151,7 @@ struct send_fds_op {
     alignas(cmsghdr) std::byte control[CMSG_SPACE(sizeof(int) * max_passed_fds)]{};
     static constexpr interest dir = interest::write;
     void setup() noexcept {
-        iov = {const_cast<std::byte*>(buf.data()), buf.size()};
-        msg = msghdr{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
+        msg = message_of_one(iov, buf.data(), buf.size());
         if (!fds.empty()) {
             msg.msg_control = control;
             msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
@@ -193,10 +190,7 @@ struct recv_fds_op {
     alignas(cmsghdr) std::byte control[CMSG_SPACE(sizeof(int) * max_passed_fds)]{};
     static constexpr interest dir = interest::read;
     void setup() noexcept {
-        iov = {buf.data(), buf.size()};
-        msg = msghdr{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
+        msg = message_of_one(iov, buf.data(), buf.size());
         msg.msg_control = control;
         msg.msg_controllen = CMSG_SPACE(sizeof(int) * std::min(fds.size(), max_passed_fds));
     }
@@ -266,14 +260,7 @@ public:
     /// `no_such_file_or_directory` (no socket at that path), `resource_unavailable_try_again`
     /// (the listener's backlog is full: try again later), `operation_canceled`.
     static task<result<unix_stream>> connect(loop<Backend>& l, unix_endpoint peer) {
-        int fd = sys::socket(AF_UNIX, SOCK_STREAM | Backend::socket_flags, 0);
-        if (fd < 0) co_return detail::errno_code(-fd);
-        auto s = adopt(l.backend(), fd);
-        if (!s) co_return s;
-        result<void> r =
-            co_await io_awaiter<Backend, detail::basic_connect_op<unix_endpoint>>(&l.backend(), {fd, peer});
-        if (!r) co_return r.error();
-        co_return s;
+        return basic_stream<Backend>::template connect_as<unix_stream>(l, peer);
     }
 
     /// Two connected streams (`socketpair`): for talking to a child process or between
@@ -328,7 +315,7 @@ public:
     }
 
 private:
-    friend class basic_stream<Backend>;
+    friend class basic_socket<Backend>;
     unix_stream(Backend& backend, int fd) noexcept : basic_stream<Backend>(backend, fd) {}
 };
 
