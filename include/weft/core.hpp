@@ -9,6 +9,7 @@
 #include <cassert>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -16,6 +17,7 @@
 #include <exception>
 #include <functional>
 #include <iterator>
+#include <memory>
 #include <mutex>
 #include <stop_token>
 #include <thread>
@@ -28,6 +30,12 @@ namespace weft {
 using clock = std::chrono::steady_clock;
 
 namespace detail {
+
+/// Internal result code of a reactor operation that made progress and has more to do
+/// but has held the loop long enough (`send_file`'s bulk transfer): it is retried on
+/// the next iteration without waiting for readiness, which is still there (under edge
+/// triggering no new edge would come).
+inline constexpr int yield_res = -4098;
 
 /// Where an operation is in its life; only the loop thread changes it.
 enum class op_state : std::uint8_t {
@@ -241,6 +249,92 @@ struct spawn_link {
     std::coroutine_handle<> frame{};
 };
 
+class loop_core;
+
+/// An operation a worker thread runs for a readiness loop (blocking file IO, which
+/// epoll, poll and select cannot wait for: a regular file is always "ready"). It lives
+/// in the awaiter, so submitting one allocates nothing; its `op_base` links it into
+/// the pool's queues while the pool owns it, and into the ready queue afterwards.
+struct pool_job : op_base {
+    /// Where the job is; changed only under the pool's mutex.
+    enum class phase : std::uint8_t { none, queued, running, done };
+    int (*run)(pool_job&) noexcept = nullptr;  ///< the blocking call: a result >= 0 or -errno
+    phase where = phase::none;
+};
+
+/// The loop's worker threads for blocking calls (see `loop_core::set_worker_threads`).
+/// Threads start on demand, up to the limit, and stay until the loop dies. A finished
+/// job goes to a done list and wakes the loop, which completes it on its own thread, so
+/// the awaiting coroutine never runs on a worker.
+class worker_pool {
+public:
+    worker_pool(loop_core& core, unsigned max_threads) : core_(core), max_threads_(max_threads ? max_threads : 1) {}
+    worker_pool(const worker_pool&) = delete;
+    worker_pool& operator=(const worker_pool&) = delete;
+    ~worker_pool() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        work_.notify_all();
+        for (auto& t : threads_) t.join();
+    }
+
+    /// Queues `job` (its `run` set); 0, or `-EAGAIN` when no thread could be started.
+    int submit(pool_job& job) noexcept {
+        std::unique_lock lock(mutex_);
+        if (idle_ == 0 && threads_.size() < max_threads_) {
+            try {
+                threads_.emplace_back([this] { work(); });
+            } catch (...) {
+                if (threads_.empty()) return -EAGAIN;  // nobody would ever run it
+            }
+        }
+        job.where = pool_job::phase::queued;
+        queued_.push(&job);
+        lock.unlock();
+        work_.notify_one();
+        return 0;
+    }
+
+    /// Cancels `job` if no worker has started it: it completes with `-ECANCELED` (true).
+    /// A running job cannot be stopped; it completes with its real result (false).
+    bool cancel(pool_job& job) noexcept;
+
+    /// `job`'s frame is being destroyed: unlinks it, waiting for a worker that runs it
+    /// to finish first (its buffer lives in that frame).
+    void forget(pool_job& job) noexcept {
+        std::unique_lock lock(mutex_);
+        if (job.where == pool_job::phase::queued) queued_.remove(&job);
+        finished_.wait(lock, [&] { return job.where != pool_job::phase::running; });
+        if (job.where == pool_job::phase::done) done_.remove(&job);
+        job.where = pool_job::phase::none;
+    }
+
+    /// Loop thread: completes every finished job into the ready queue.
+    void deliver() noexcept;
+
+    /// Threads started so far (diagnostics and tests).
+    std::size_t threads() const noexcept {
+        std::lock_guard lock(mutex_);
+        return threads_.size();
+    }
+
+private:
+    void work() noexcept;
+
+    loop_core& core_;
+    const unsigned max_threads_;
+    mutable std::mutex mutex_;
+    std::condition_variable work_;      ///< a job was queued, or the pool is stopping
+    std::condition_variable finished_;  ///< a running job finished
+    op_queue queued_;
+    op_queue done_;
+    std::vector<std::thread> threads_;
+    unsigned idle_ = 0;
+    bool stopping_ = false;
+};
+
 /// Everything a loop owns that does not depend on its backend. Backends and
 /// awaiters hold a `loop_core&`; `loop<Backend>` derives from it.
 class loop_core {
@@ -346,8 +440,28 @@ public:
             std::lock_guard lock(post_mutex_);
             posted_.push_back(std::move(fn));
         }
+        wake_from_any_thread();
+    }
+
+    /// Makes the next iteration look at posted work and finished worker jobs, waking a
+    /// sleeping loop; safe from any thread.
+    void wake_from_any_thread() noexcept {
         if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) wake_backend();
     }
+
+    /// Sets how many worker threads may run blocking calls (file IO on the readiness
+    /// backends) for this loop; default 4. Takes effect when the first such call is
+    /// made; later calls to this function change nothing.
+    void set_worker_threads(unsigned n) noexcept {
+        if (!pool_) worker_threads_ = n ? n : 1;
+    }
+    /// The loop's worker pool, started on first use (throws `std::bad_alloc`).
+    worker_pool& workers() {
+        if (!pool_) pool_ = std::make_unique<worker_pool>(*this, worker_threads_);
+        return *pool_;
+    }
+    /// Worker threads started so far (0 until the first blocking call).
+    std::size_t worker_threads_started() const noexcept { return pool_ ? pool_->threads() : 0; }
 
 protected:
     ~loop_core() = default;
@@ -369,6 +483,7 @@ protected:
     bool run_posted() {
         if (!wake_pending_.load(std::memory_order_acquire)) return false;
         wake_pending_.store(false, std::memory_order_release);
+        if (pool_) pool_->deliver();
         std::vector<std::function<void()>> batch;
         {
             std::lock_guard lock(post_mutex_);
@@ -419,6 +534,10 @@ protected:
         while (op_base* op = ready_.pop()) op->state = op_state::idle;
     }
 
+    /// Joins the worker threads (loop teardown, after the frames: no job is left, and
+    /// none may wake a backend that is being destroyed).
+    void stop_workers() noexcept { pool_.reset(); }
+
     /// Drops posted work without running it (loop teardown).
     void drop_posted() noexcept {
         std::lock_guard lock(post_mutex_);
@@ -451,6 +570,8 @@ private:
     std::size_t live_ = 0;
     bool threaded_ = false;
     std::function<void(std::exception_ptr)> on_exception_ = &default_exception_handler;
+    unsigned worker_threads_ = 4;
+    std::unique_ptr<worker_pool> pool_;  ///< last: its threads end before the rest goes
 
     static void default_exception_handler(std::exception_ptr e) noexcept {
         try {
@@ -463,6 +584,44 @@ private:
         std::terminate();
     }
 };
+
+inline bool worker_pool::cancel(pool_job& job) noexcept {
+    std::unique_lock lock(mutex_);
+    if (job.where != pool_job::phase::queued) return false;
+    queued_.remove(&job);
+    job.where = pool_job::phase::none;
+    lock.unlock();
+    core_.complete(job, -ECANCELED);
+    return true;
+}
+
+inline void worker_pool::deliver() noexcept {
+    std::lock_guard lock(mutex_);
+    while (op_base* op = done_.pop()) {
+        static_cast<pool_job*>(op)->where = pool_job::phase::none;
+        core_.complete(*op, op->res);
+    }
+}
+
+inline void worker_pool::work() noexcept {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+        ++idle_;
+        work_.wait(lock, [&] { return stopping_ || !queued_.empty(); });
+        --idle_;
+        if (stopping_) return;
+        auto* job = static_cast<pool_job*>(queued_.pop());
+        job->where = pool_job::phase::running;
+        lock.unlock();
+        int res = job->run(*job);
+        lock.lock();
+        job->res = res;
+        job->where = pool_job::phase::done;
+        done_.push(job);
+        finished_.notify_all();
+        core_.wake_from_any_thread();
+    }
+}
 
 /// What a task inherits from whoever awaits it: the loop that runs it and the stop
 /// token that cancels its operations (with_timeout, when_any and spawn set it).

@@ -492,6 +492,12 @@ private:
         if constexpr (requires { Op::provided_buffers; }) {
             if (this->res == -ENOBUFS) return false;  // every buffer on loan: the backend parks us
         }
+        if constexpr (requires { Op::yields; }) {
+            if (this->res == detail::yield_res) {  // more to do after others had a turn
+                this->deferred = true;
+                return false;
+            }
+        }
         if (this->res >= 0 && op_.drained(this->res))
             backend_->note_drained(op_.fd, detail::direction_of(op_), /*eagain=*/false);
         return true;

@@ -100,6 +100,7 @@ public:
         destroy_spawned();
         drop_ready();
         drop_posted();
+        stop_workers();
     }
 
     /// Runs `t` to completion on this thread (`backend::blocking`: on a thread of its

@@ -22,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -130,6 +131,17 @@ inline long send(int fd, const void* buf, std::size_t len, int flags) noexcept {
     for (;;) {
         long r = detail::inject(call::send, fd, len);
         if (r == 0) r = detail::check(::send(fd, buf, len, flags | MSG_NOSIGNAL));
+        if (r != -EINTR || detail::interrupted(r)) return r;
+    }
+}
+
+/// `sendfile(2)` of up to `len` bytes of `in_fd` from `*offset` (advanced) to socket
+/// `fd`: bytes sent (0 = the file ended) or -errno; `EINTR` retried. Faults apply as
+/// to `send`. It has no `MSG_NOSIGNAL`: the caller blocks SIGPIPE around it.
+inline long sendfile(int fd, int in_fd, off_t* offset, std::size_t len) noexcept {
+    for (;;) {
+        long r = detail::inject(call::send, fd, len);
+        if (r == 0) r = detail::check(::sendfile(fd, in_fd, offset, len));
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }

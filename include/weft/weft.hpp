@@ -18,6 +18,7 @@
 #include "buffers.hpp"
 #include "cancel.hpp"
 #include "core.hpp"
+#include "file.hpp"
 #include "io.hpp"
 #include "loop.hpp"
 #include "net/buffered.hpp"

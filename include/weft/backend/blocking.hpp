@@ -260,7 +260,8 @@ public:
                         continue;
                     }
                 }
-                if (r != -EAGAIN && r != -EINTR) break;  // done, or a real error
+                if (r == weft::detail::yield_res) continue;  // a turn's worth done: this thread is its own
+                if (r != -EAGAIN && r != -EINTR) break;     // done, or a real error
                 if (r == -EINTR && c.cancelled.load(std::memory_order_acquire)) {
                     r = -ECANCELED;
                     break;

@@ -259,6 +259,8 @@ public:
                 s.waiter[d] = nullptr;
                 if constexpr (eager) disarm(op->fd, s, d);
                 core_.complete(*op, op->res);
+            } else if (op->res == detail::yield_res) {
+                defer(*op);  // progress made, more to do: again next iteration
             } else if (op->res == -ENOBUFS) {
                 if (int err = wait_for_buffer(*op); err < 0) {
                     s.waiter[d] = nullptr;
@@ -370,6 +372,8 @@ private:
             s.waiter[d] = nullptr;
             if constexpr (eager) disarm(fd, s, d);
             core_.complete(*op, op->res);
+        } else if (op->res == detail::yield_res) {
+            defer(*op);  // progress made, more to do: again next iteration
         } else if (op->res == -ENOBUFS) {
             // Readable, but every buffer is on loan. It keeps its place on the fd, so a
             // close finds and cancels it (and a second receive is still EBUSY).

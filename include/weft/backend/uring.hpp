@@ -416,6 +416,45 @@ public:
             if ((events & POLLIN) && ring_.read_ahead(fd) > 0) return complete_now(POLLIN);
             io_uring_prep_poll_add(sqe(), fd, events);
         }
+        /// `pread(2)` of `len` bytes at `offset` (`IORING_OP_READ`): file IO without a thread.
+        void read_at(int fd, void* buf, std::size_t len, std::uint64_t offset) noexcept {
+            io_uring_prep_read(sqe(), fd, buf, clamp(len), offset);
+        }
+        /// `pwrite(2)` of `len` bytes at `offset` (`IORING_OP_WRITE`).
+        void write_at(int fd, const void* buf, std::size_t len, std::uint64_t offset) noexcept {
+            io_uring_prep_write(sqe(), fd, buf, clamp(len), offset);
+        }
+        /// `preadv(2)` (`IORING_OP_READV`); the entries live in the caller until the completion.
+        void readv_at(int fd, const iovec* iov, unsigned count, std::uint64_t offset) noexcept {
+            io_uring_prep_readv(sqe(), fd, iov, count, offset);
+        }
+        /// `pwritev(2)` (`IORING_OP_WRITEV`).
+        void writev_at(int fd, const iovec* iov, unsigned count, std::uint64_t offset) noexcept {
+            io_uring_prep_writev(sqe(), fd, iov, count, offset);
+        }
+        /// `fsync(2)`, or `fdatasync(2)` when `data_only` (`IORING_OP_FSYNC`).
+        void fsync(int fd, bool data_only) noexcept {
+            io_uring_prep_fsync(sqe(), fd, data_only ? IORING_FSYNC_DATASYNC : 0);
+        }
+        /// `statx(2)` (`IORING_OP_STATX`); `path` and `out` live until the completion.
+        void statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out) noexcept {
+            io_uring_prep_statx(sqe(), dirfd, path, flags, mask, out);
+        }
+        /// `openat(2)` (`IORING_OP_OPENAT`); `path` lives until the completion.
+        void openat(int dirfd, const char* path, int flags, mode_t mode) noexcept {
+            io_uring_prep_openat(sqe(), dirfd, path, flags, mode);
+        }
+        /// `openat2(2)` (`IORING_OP_OPENAT2`); `path` and `how` live until the completion.
+        void openat2(int dirfd, const char* path, open_how* how) noexcept {
+            io_uring_prep_openat2(sqe(), dirfd, path, how);
+        }
+        /// `close(2)` (`IORING_OP_CLOSE`).
+        void close(int fd) noexcept { io_uring_prep_close(sqe(), fd); }
+        /// `splice(2)` of up to `len` bytes (`IORING_OP_SPLICE`); an offset of -1 means
+        /// "the file position" (pipes and sockets have none).
+        void splice(int fd_in, std::int64_t off_in, int fd_out, std::int64_t off_out, unsigned len) noexcept {
+            io_uring_prep_splice(sqe(), fd_in, off_in, fd_out, off_out, len, SPLICE_F_MOVE);
+        }
         /// Nothing to do: completes with 0.
         void nop() noexcept { io_uring_prep_nop(sqe()); }
         /// Completes the operation with `res` (and CQE `flags`) without a submission.
@@ -432,6 +471,10 @@ public:
         unsigned flags() const noexcept { return flags_; }
 
     private:
+        /// One SQE moves at most 2^31 - 1 bytes (its result is an int).
+        static unsigned clamp(std::size_t len) noexcept {
+            return len > 0x7fffffffu ? 0x7fffffffu : static_cast<unsigned>(len);
+        }
         io_uring_sqe* sqe() noexcept {
             io_uring_sqe* s = ring_.get_sqe();
             io_uring_sqe_set_data(s, &op_);

@@ -219,6 +219,9 @@ public:
     bool is_open() const noexcept { return fd_ >= 0; }
     /// The socket's fd (still owned by this object).
     int native_handle() const noexcept { return fd_; }
+    /// The backend the socket is attached to (null if it never was): for operations
+    /// built outside the socket classes, such as `send_file`.
+    Backend* backend() const noexcept { return backend_; }
 
 protected:
     /// Takes over the attached socket `fd`.

@@ -1,0 +1,712 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// @brief `file<B>`: asynchronous file IO on every backend, and `send_file`.
+///
+/// A regular file is always "ready" to epoll, poll and select (and has no `O_ASYNC`
+/// for sigio): a read that misses the page cache blocks the thread that makes it, and
+/// a readiness loop cannot wait for it. So each model gets what it can do:
+/// - `uring`: the kernel does it (`IORING_OP_OPENAT`, `READ`, `WRITE`, `READV`,
+///   `WRITEV`, `FSYNC`, `STATX`, `CLOSE`, `SPLICE`), no thread of ours;
+/// - the readiness backends: the call runs on the loop's worker pool (a few threads,
+///   started on first use, see `loop_core::set_worker_threads`) and completes through
+///   the loop's cross-thread wake-up; the awaiter is the job, so nothing is allocated
+///   per operation;
+/// - `blocking`: the call itself, on the task's thread.
+///
+/// Lifetime: an operation holds its file open. Closing (or destroying) a `file` while
+/// operations on it are in flight lets them finish (file IO always finishes; there is
+/// no peer to wait for), and the descriptor is closed when the last one ends: its
+/// number is never released while anything may still act on it (DESIGN invariant 10).
+///
+/// Cancellation: a job no worker has started, or an SQE the kernel can still cancel,
+/// completes with `operation_canceled`; a read already running on a worker completes
+/// with its real result (the data is delivered, into a buffer that stayed valid).
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <utility>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "backend/concepts.hpp"
+#include "core.hpp"
+#include "io.hpp"
+#include "loop.hpp"
+#include "result.hpp"
+
+namespace weft {
+
+/// What `file<B>::stat()` reports (from `statx(2)`).
+struct file_info {
+    std::uint64_t size = 0;      ///< bytes
+    mode_t mode = 0;             ///< type and permission bits (`S_IFREG`, 0644, ...)
+    std::int64_t mtime_sec = 0;  ///< last modification, seconds since the epoch
+    std::uint32_t mtime_nsec = 0;  ///< and nanoseconds
+    /// A regular file.
+    bool is_regular() const noexcept { return S_ISREG(mode); }
+    /// A directory.
+    bool is_directory() const noexcept { return S_ISDIR(mode); }
+};
+
+template <class Backend>
+class file;
+
+namespace detail {
+
+/// A file's descriptor and the operations that hold it open. Shared by the `file`
+/// object and its in-flight operations; the last of them to let go closes the fd.
+/// Counted atomically: on `backend::blocking`, tasks on several threads share a file.
+struct file_state {
+    int fd = -1;
+    std::atomic<unsigned> refs{1};  ///< the file object's reference plus one per operation
+};
+
+/// Drops one reference; the last one closes the descriptor (synchronously) and frees
+/// the state. The result of that `close(2)` (0 or -errno).
+inline int release_file(file_state* s) noexcept {
+    if (!s || s->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return 0;
+    int r = s->fd >= 0 ? sys::close(s->fd) : 0;
+    delete s;
+    return r;
+}
+
+/// An operation's reference on its file: taken when the operation is made, dropped
+/// when its awaiter dies (after its completion: the awaiter outlives the kernel's use).
+class file_ref {
+public:
+    file_ref() = default;
+    explicit file_ref(file_state* s) noexcept : s_(s) {
+        if (s_) s_->refs.fetch_add(1, std::memory_order_relaxed);
+    }
+    file_ref(file_ref&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    file_ref& operator=(file_ref&&) = delete;
+    ~file_ref() { release_file(s_); }
+    int fd() const noexcept { return s_ ? s_->fd : -1; }
+
+private:
+    file_state* s_ = nullptr;
+};
+
+/// `r` for a syscall result: the value, or -errno.
+inline int sys_result(long r) noexcept { return r < 0 ? -errno : static_cast<int>(r); }
+
+/// The largest count one call moves (its result must fit in an `int`).
+inline std::size_t clamp_count(std::size_t n) noexcept { return n > 0x7ffff000u ? 0x7ffff000u : n; }
+
+/// What every file operation shares: no fd of its own for the backend's per-socket
+/// bookkeeping (`fd = -1`: several reads of one file may be in flight at once), a
+/// direction for the op contract, and no edge-trigger hint.
+struct file_op_base {
+    int fd = -1;
+    static constexpr interest dir = interest::read;
+    bool drained(int) const noexcept { return false; }
+};
+
+/// `pread(2)` / `pwrite(2)` of one buffer at an offset.
+template <bool Write>
+struct positional_op : file_op_base {
+    int file_fd;
+    std::conditional_t<Write, std::span<const std::byte>, std::span<std::byte>> buf;
+    std::uint64_t offset;
+    int run() noexcept {
+        for (;;) {
+            long r = Write ? ::pwrite(file_fd, buf.data(), clamp_count(buf.size()), static_cast<off_t>(offset))
+                           : ::pread(file_fd, const_cast<std::byte*>(buf.data()), clamp_count(buf.size()),
+                                     static_cast<off_t>(offset));
+            if (r < 0 && errno == EINTR) continue;
+            return sys_result(r);
+        }
+    }
+    template <class P>
+    void prepare(P& p) noexcept {
+        if constexpr (Write)
+            p.write_at(file_fd, buf.data(), buf.size(), offset);
+        else
+            p.read_at(file_fd, const_cast<std::byte*>(buf.data()), buf.size(), offset);
+    }
+    result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
+};
+
+/// `preadv(2)` / `pwritev(2)` at an offset (at most `IOV_MAX` entries per call: a
+/// longer array is a short transfer, as with the syscall).
+template <bool Write>
+struct positional_vector_op : file_op_base {
+    int file_fd;
+    std::span<const iovec> iov;
+    std::uint64_t offset;
+    unsigned count() const noexcept { return static_cast<unsigned>(iov.size() < IOV_MAX ? iov.size() : IOV_MAX); }
+    int run() noexcept {
+        for (;;) {
+            long r = Write ? ::pwritev(file_fd, iov.data(), static_cast<int>(count()), static_cast<off_t>(offset))
+                           : ::preadv(file_fd, iov.data(), static_cast<int>(count()), static_cast<off_t>(offset));
+            if (r < 0 && errno == EINTR) continue;
+            return sys_result(r);
+        }
+    }
+    template <class P>
+    void prepare(P& p) noexcept {
+        if constexpr (Write)
+            p.writev_at(file_fd, iov.data(), count(), offset);
+        else
+            p.readv_at(file_fd, iov.data(), count(), offset);
+    }
+    result<std::size_t> make(int res) const noexcept { return to_result<std::size_t>(res); }
+};
+
+/// `fsync(2)` or `fdatasync(2)`.
+struct sync_op : file_op_base {
+    int file_fd;
+    bool data_only;
+    int run() noexcept { return sys_result(data_only ? ::fdatasync(file_fd) : ::fsync(file_fd)); }
+    template <class P>
+    void prepare(P& p) noexcept {
+        p.fsync(file_fd, data_only);
+    }
+    result<void> make(int res) const noexcept { return to_result(res); }
+};
+
+/// `statx(2)` of an open file (`AT_EMPTY_PATH`).
+struct stat_op : file_op_base {
+    int file_fd;
+    struct statx out {};
+    int run() noexcept { return sys_result(::statx(file_fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &out)); }
+    template <class P>
+    void prepare(P& p) noexcept {
+        p.statx(file_fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &out);
+    }
+    result<file_info> make(int res) const noexcept {
+        if (res < 0) return errno_code(-res);
+        file_info i;
+        i.size = out.stx_size;
+        i.mode = out.stx_mode;
+        i.mtime_sec = out.stx_mtime.tv_sec;
+        i.mtime_nsec = out.stx_mtime.tv_nsec;
+        return i;
+    }
+};
+
+/// `close(2)` of a file no operation holds any more.
+struct close_op : file_op_base {
+    int file_fd;
+    int run() noexcept { return sys_result(::close(file_fd)); }
+    template <class P>
+    void prepare(P& p) noexcept {
+        p.close(file_fd);
+    }
+    result<void> make(int res) const noexcept {
+        // Like close(2) itself: the descriptor is gone even when an error is reported.
+        return to_result(res == -EINTR ? 0 : res);
+    }
+};
+
+/// `openat(2)`, or `openat2(2)` with `RESOLVE_BENEATH` relative to a directory.
+/// `O_CLOEXEC` is always added (DESIGN invariant 8).
+template <class Backend>
+struct open_op : file_op_base {
+    Backend* backend;
+    int dirfd;
+    std::string path;
+    open_how how{};
+    bool beneath;
+    int run() noexcept {
+        if (!beneath) return sys_result(::openat(dirfd, path.c_str(), static_cast<int>(how.flags), how.mode));
+        long r = ::syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof how);
+        if (r < 0 && errno == ENOSYS) return open_beneath_without_openat2();
+        return sys_result(r);
+    }
+    template <class P>
+    void prepare(P& p) noexcept {
+        if (beneath)
+            p.openat2(dirfd, path.c_str(), &how);
+        else
+            p.openat(dirfd, path.c_str(), static_cast<int>(how.flags), static_cast<mode_t>(how.mode));
+    }
+    /// Kernels before 5.6: a relative path without `..` components, and no symbolic
+    /// link as its last component (`O_NOFOLLOW`). Weaker than `RESOLVE_BENEATH` (a link
+    /// in a middle component is followed), which is why openat2 is preferred.
+    int open_beneath_without_openat2() noexcept {
+        std::string_view rest = path;
+        if (rest.empty() || rest.front() == '/') return -EXDEV;
+        while (!rest.empty()) {
+            auto slash = rest.find('/');
+            std::string_view part = rest.substr(0, slash);
+            if (part == "..") return -EXDEV;
+            rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+        }
+        return sys_result(::openat(dirfd, path.c_str(), static_cast<int>(how.flags) | O_NOFOLLOW, 0));
+    }
+    /// An opened fd nobody will take (the awaiting frame is gone) is closed.
+    void discard(int res) const noexcept {
+        if (res >= 0) sys::close(res);
+    }
+    result<file<Backend>> make(int res) const noexcept;
+};
+
+/// Blocks SIGPIPE in the calling thread while it lives (for `sendfile(2)`, which cannot
+/// be told `MSG_NOSIGNAL`). `raised()` after an `EPIPE` takes back the SIGPIPE the call
+/// left pending, unless the thread had SIGPIPE blocked already (then a pending one may
+/// be the application's, and it stays).
+class sigpipe_guard {
+public:
+    sigpipe_guard() noexcept {
+        sigemptyset(&pipe_);
+        sigaddset(&pipe_, SIGPIPE);
+        ::pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+    }
+    sigpipe_guard(const sigpipe_guard&) = delete;
+    sigpipe_guard& operator=(const sigpipe_guard&) = delete;
+    ~sigpipe_guard() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+    void raised() noexcept {
+        if (sigismember(&old_, SIGPIPE)) return;
+        timespec zero{};
+        while (::sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
+        }
+    }
+
+private:
+    sigset_t pipe_{}, old_{};
+};
+
+/// Sends `count` bytes of a file from `offset` to a stream socket (`fd`: the socket,
+/// so the backend's one-writer-per-socket rule applies).
+/// - Reactors and `blocking`: `sendfile(2)` on the non-blocking socket, parked for
+///   writability on `EAGAIN`; progress survives the wait.
+/// - `uring`: `IORING_OP_SPLICE` file -> pipe -> socket; each splice is one step of
+///   the operation (`finish` asks for the next), the pipe is the operation's own.
+/// The result is the bytes sent. Like `write(2)` interrupted after it moved data, a
+/// cancel or an error after some bytes went out reports those bytes (fewer than
+/// `count`); a file that ends early reports what it had.
+struct send_file_op {
+    int fd;
+    int file_fd;
+    std::uint64_t offset;
+    std::size_t count;
+    std::size_t done = 0;
+    // uring: the pipe the bytes go through, and how many of them are in it
+    int pipe_r = -1, pipe_w = -1;
+    std::size_t in_pipe = 0;
+    bool to_socket = false;
+    bool ended = false;  ///< the file had no more bytes
+    static constexpr interest dir = interest::write;
+
+    send_file_op(int sock, int f, std::uint64_t off, std::size_t n) noexcept
+        : fd(sock), file_fd(f), offset(off), count(n) {}
+    send_file_op(send_file_op&& o) noexcept
+        : fd(o.fd), file_fd(o.file_fd), offset(o.offset), count(o.count), done(o.done),
+          pipe_r(std::exchange(o.pipe_r, -1)), pipe_w(std::exchange(o.pipe_w, -1)), in_pipe(o.in_pipe),
+          to_socket(o.to_socket), ended(o.ended) {}
+    send_file_op& operator=(send_file_op&&) = delete;
+    ~send_file_op() {
+        if (pipe_r >= 0) sys::close(pipe_r);
+        if (pipe_w >= 0) sys::close(pipe_w);
+    }
+
+    /// Bytes one `sendfile(2)` call may move, and one turn of the loop: on loopback the
+    /// reader drains as fast as we write, so a single uncapped call can run for many
+    /// milliseconds while every other connection waits (nginx's `sendfile_max_chunk`
+    /// answers the same problem). After a turn's worth the operation yields.
+    static constexpr std::size_t max_per_call = 256u << 10;
+    static constexpr std::size_t max_per_turn = 1u << 20;
+    /// The reactor retries after `yield_res` without waiting for readiness.
+    static constexpr bool yields = true;
+
+    int try_now() noexcept {
+        // sendfile(2) has no MSG_NOSIGNAL: a peer that is gone raises SIGPIPE, which
+        // would kill the process (DESIGN invariant 5). Blocked in this thread for the
+        // call, and a SIGPIPE it raised is taken back before the mask is restored.
+        sigpipe_guard guard;
+        std::size_t turn = 0;
+        while (done < count && !ended) {
+            if (turn >= max_per_turn) return yield_res;
+            auto off = static_cast<off_t>(offset + done);
+            long r = sys::sendfile(fd, file_fd, &off, std::min(count - done, max_per_call));
+            if (r < 0) {
+                if (r == -EPIPE) guard.raised();
+                return static_cast<int>(r);
+            }
+            if (r == 0) ended = true;
+            done += static_cast<std::size_t>(r);
+            turn += static_cast<std::size_t>(r);
+        }
+        return 0;
+    }
+    bool drained(int) const noexcept { return false; }
+
+    template <class P>
+    void prepare(P& p) noexcept {
+        if (done + in_pipe >= count && in_pipe == 0) return p.nop();
+        if (pipe_r < 0) {
+            int fds[2];
+            if (::pipe2(fds, O_CLOEXEC) < 0) return p.complete_now(-errno);
+            pipe_r = fds[0];
+            pipe_w = fds[1];
+        }
+        if (to_socket)
+            p.splice(pipe_r, -1, fd, -1, static_cast<unsigned>(in_pipe));
+        else
+            p.splice(file_fd, static_cast<std::int64_t>(offset + done), pipe_w, -1,
+                     static_cast<unsigned>(std::min<std::size_t>(count - done, pipe_chunk)));
+    }
+    /// One splice finished: the next one, or the end.
+    bool finish(int& res) noexcept {
+        if (res < 0) return true;
+        if (!to_socket) {
+            if (res == 0) {  // the file ended (or nothing was left to send: the nop)
+                ended = done < count;
+                res = 0;
+                return true;
+            }
+            in_pipe = static_cast<std::size_t>(res);
+            to_socket = true;
+            return false;
+        }
+        in_pipe -= static_cast<std::size_t>(res);
+        done += static_cast<std::size_t>(res);
+        if (in_pipe == 0) to_socket = false;
+        if (done >= count) {
+            res = 0;
+            return true;
+        }
+        return false;
+    }
+    result<std::size_t> make(int res) const noexcept {
+        if (res < 0 && done == 0) return errno_code(-res);
+        return done;
+    }
+    /// A pipe holds 64 KiB by default: one splice in never waits for the socket.
+    static constexpr std::size_t pipe_chunk = 65536;
+};
+
+/// The awaiter of a file operation on a readiness backend: the operation is a job for
+/// the loop's worker pool (the awaiter is the job: no allocation). On `blocking` the
+/// call is made on the task's own thread.
+template <class Backend, class Op>
+class [[nodiscard("a file operation does nothing until it is awaited: is a co_await missing?")]] pool_awaiter
+    : private pool_job {
+    static constexpr bool is_blocking = Backend::kind == backend_kind::blocking;
+
+public:
+    pool_awaiter(Backend* backend, Op op) noexcept : backend_(backend), op_(std::move(op)) {}
+    pool_awaiter(pool_awaiter&& o) noexcept : pool_job(), backend_(o.backend_), op_(std::move(o.op_)) {
+        assert(o.state == op_state::idle);
+    }
+    pool_awaiter& operator=(pool_awaiter&&) = delete;
+    /// A frame destroyed while a worker runs the job waits for the worker (the job's
+    /// buffer is in this frame); a result it produced that owns a resource is released.
+    ~pool_awaiter() {
+        if constexpr (!is_blocking) {
+            stop_.reset();
+            if (this->state == op_state::parked) {
+                backend_->core().workers().forget(*this);
+                if (this->state == op_state::parked) {  // it never reached the ready queue
+                    this->state = op_state::idle;
+                    if constexpr (requires { op_.discard(0); })
+                        if (ran_) op_.discard(this->res);
+                }
+            }
+            if (this->state == op_state::ready) {
+                backend_->core().unqueue(*this);
+                if constexpr (requires { op_.discard(0); }) op_.discard(this->res);
+            }
+        }
+    }
+
+    /// A file operation never completes in `await_ready` (that would block the loop);
+    /// without a backend (a closed file) it fails with `EBADF` at once.
+    bool await_ready() noexcept {
+        if (!backend_) [[unlikely]] {
+            this->res = -EBADF;
+            return true;
+        }
+        return false;
+    }
+
+    /// Queues the job (or, on `blocking`, makes the call) and arms cancellation.
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) {
+        task_env env = env_of(h);
+        if (env.token.stop_requested()) {
+            this->res = -ECANCELED;
+            return false;
+        }
+        if constexpr (is_blocking) {
+            this->res = op_.run();
+            return false;
+        } else {
+            this->continuation = h;
+            this->run = &pool_awaiter::run_;
+            this->state = op_state::parked;
+            if (int err = backend_->core().workers().submit(*this); err < 0) {
+                this->state = op_state::idle;
+                this->res = err;
+                return false;
+            }
+            if (env.token.stop_possible()) stop_.emplace(env.token, canceller{this});
+            return true;
+        }
+    }
+
+    /// The operation's result.
+    auto await_resume() noexcept {
+        if constexpr (!is_blocking) stop_.reset();
+        return op_.make(this->res);
+    }
+
+private:
+    /// On a worker thread: the blocking call. Touches only the op (the frame is kept
+    /// alive until this returns, see the destructor).
+    static int run_(pool_job& job) noexcept {
+        auto& self = static_cast<pool_awaiter&>(job);
+        self.ran_ = true;
+        return self.op_.run();
+    }
+    struct canceller {
+        pool_awaiter* self;
+        void operator()() const noexcept {
+            self->backend_->core().assert_loop_thread();
+            self->backend_->core().workers().cancel(*self);
+        }
+    };
+    Backend* backend_;
+    Op op_;
+    bool ran_ = false;  ///< written by the worker before it finishes; read after forget()
+    std::optional<std::stop_callback<canceller>> stop_;
+};
+
+/// The awaiter of file operation `Op` on `Backend`: the kernel's on a proactor, the
+/// worker pool's on a reactor, the call itself on `blocking`.
+template <class Backend, class Op>
+using file_awaiter_t = std::conditional_t<Backend::kind == backend_kind::proactor, io_awaiter<Backend, Op>,
+                                          pool_awaiter<Backend, Op>>;
+
+/// An operation plus the reference that keeps its file open until the awaiter dies
+/// (the reference is declared first, so it is released after the operation).
+template <class Inner>
+class [[nodiscard("a file operation does nothing until it is awaited: is a co_await missing?")]] file_awaiter {
+public:
+    template <class Backend, class Op>
+    file_awaiter(file_state* s, Backend* backend, Op op) noexcept : ref_(s), inner_(backend, std::move(op)) {}
+    file_awaiter(file_awaiter&&) noexcept = default;
+    file_awaiter& operator=(file_awaiter&&) = delete;
+    /// See `io_awaiter` / `pool_awaiter`.
+    bool await_ready() noexcept { return inner_.await_ready(); }
+    /// See `io_awaiter` / `pool_awaiter`.
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) {
+        return inner_.await_suspend(h);
+    }
+    /// The operation's result.
+    auto await_resume() noexcept { return inner_.await_resume(); }
+
+private:
+    file_ref ref_;
+    Inner inner_;
+};
+
+template <class Backend>
+file_state* state_of(const file<Backend>& f) noexcept;
+
+}  // namespace detail
+
+/// An open file on the loop of backend `Backend`, with positional reads and writes
+/// that never block the loop (see the header comment for how each model does it).
+///
+/// Move-only. Every operation is an awaitable yielding a `result<T>`; several may be in
+/// flight on one file at once (they are positional). Destroying a `file` closes it once
+/// its in-flight operations have finished.
+template <class Backend>
+class file {
+public:
+    /// A closed file: every operation fails with `EBADF`.
+    file() noexcept = default;
+    file(file&& o) noexcept : backend_(std::exchange(o.backend_, nullptr)), state_(std::exchange(o.state_, nullptr)) {}
+    file& operator=(file&& o) noexcept {
+        if (this != &o) {
+            detail::release_file(state_);
+            backend_ = std::exchange(o.backend_, nullptr);
+            state_ = std::exchange(o.state_, nullptr);
+        }
+        return *this;
+    }
+    /// Closes the file now, or when its last in-flight operation ends.
+    ~file() { detail::release_file(state_); }
+
+    /// Takes ownership of an open descriptor `fd` (made close-on-exec); `std::bad_alloc`
+    /// aside, it cannot fail.
+    static file adopt(loop<Backend>& l, int fd) { return file(&l.backend(), fd); }
+
+    /// Opens `path` (`openat(2)` flags and mode; `O_CLOEXEC` is always added): yields
+    /// `result<file>`. A relative path is relative to the working directory.
+    static auto open(loop<Backend>& l, std::string path, int flags = O_RDONLY, mode_t mode = 0644) {
+        return open_in(&l.backend(), AT_FDCWD, std::move(path), flags, mode, false);
+    }
+
+    /// Opens `relative_path` inside the directory `dir` (opened with `O_DIRECTORY`,
+    /// `O_PATH` is enough), refusing any path that resolves outside it: `..` past `dir`,
+    /// an absolute path, a symbolic link that leads out, `/proc` magic links
+    /// (`openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`; such a path fails
+    /// with `EXDEV` or `ELOOP`). What a static-file server needs to stay in its root.
+    static auto open_beneath(const file& dir, std::string relative_path, int flags = O_RDONLY) {
+        return open_in(dir.backend_, dir.native_handle(), std::move(relative_path), flags, 0, true, dir.state_);
+    }
+
+    /// Reads up to `buf.size()` bytes at `offset`: yields `result<std::size_t>`, the bytes
+    /// read, fewer at the end of the file, 0 at or past it.
+    auto read_at(std::span<std::byte> buf, std::uint64_t offset) noexcept {
+        return make_op(detail::positional_op<false>{{}, native_handle(), buf, offset});
+    }
+    /// Writes up to `buf.size()` bytes at `offset`: yields the bytes written.
+    auto write_at(std::span<const std::byte> buf, std::uint64_t offset) noexcept {
+        return make_op(detail::positional_op<true>{{}, native_handle(), buf, offset});
+    }
+    /// Vectored read at `offset` (`preadv`): fills the entries in order; yields the total.
+    auto read_at(std::span<const iovec> iov, std::uint64_t offset) noexcept {
+        return make_op(detail::positional_vector_op<false>{{}, native_handle(), iov, offset});
+    }
+    /// Vectored write at `offset` (`pwritev`): yields the total written.
+    auto write_at_vectored(std::span<const iovec> iov, std::uint64_t offset) noexcept {
+        return make_op(detail::positional_vector_op<true>{{}, native_handle(), iov, offset});
+    }
+    /// Size, type, permissions and modification time: yields `result<file_info>`.
+    auto stat() noexcept { return make_op(detail::stat_op{{}, native_handle(), {}}); }
+    /// Flushes the file's data (and, unless `data_only`, its metadata) to storage:
+    /// yields `result<void>`.
+    auto sync(bool data_only = false) noexcept { return make_op(detail::sync_op{{}, native_handle(), data_only}); }
+
+    /// Closes the file: yields `result<void>`. With operations still in flight, the
+    /// descriptor is closed when the last one ends, and this reports success at once.
+    /// On `uring` the close is an `IORING_OP_CLOSE`. Afterwards the file is closed.
+    auto close() noexcept {
+        detail::file_state* s = std::exchange(state_, nullptr);
+        Backend* b = std::exchange(backend_, nullptr);
+        int fd = -1;
+        if (s) {
+            // Nothing else holds it: this close is the one that closes the descriptor.
+            if (s->refs.load(std::memory_order_acquire) == 1) fd = std::exchange(s->fd, -1);
+            detail::release_file(s);  // else the last operation closes it
+        }
+        return close_awaiter(b, fd);
+    }
+
+    /// The descriptor, or -1 when closed.
+    int native_handle() const noexcept { return state_ ? state_->fd : -1; }
+    /// True until closed (or moved from).
+    bool is_open() const noexcept { return state_ != nullptr; }
+
+private:
+    template <class>
+    friend struct detail::open_op;
+    friend detail::file_state* detail::state_of<Backend>(const file&) noexcept;
+
+    file(Backend* b, int fd) : backend_(b), state_(new detail::file_state) {
+        state_->fd = fd;
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+
+    static auto open_in(Backend* b, int dirfd, std::string path, int flags, mode_t mode, bool beneath,
+                        detail::file_state* dir = nullptr) {
+        detail::open_op<Backend> op{{}, b, dirfd, std::move(path), {}, beneath};
+        op.how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+        op.how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+        if (beneath) op.how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+        return detail::file_awaiter<detail::file_awaiter_t<Backend, detail::open_op<Backend>>>(dir, b, std::move(op));
+    }
+
+    template <class Op>
+    auto make_op(Op op) noexcept {
+        return detail::file_awaiter<detail::file_awaiter_t<Backend, Op>>(state_, state_ ? backend_ : nullptr,
+                                                                          std::move(op));
+    }
+
+    /// `close()`'s awaitable: an `IORING_OP_CLOSE` or a `close(2)` when there is a
+    /// descriptor to close now, else success at once.
+    class close_awaiter {
+    public:
+        close_awaiter(Backend* b, int fd) noexcept : fd_(fd), inner_(fd >= 0 ? b : nullptr, detail::close_op{{}, fd}) {}
+        close_awaiter(close_awaiter&& o) noexcept
+            : fd_(std::exchange(o.fd_, -1)), res_(o.res_), inner_(std::move(o.inner_)) {}
+        close_awaiter& operator=(close_awaiter&&) = delete;
+        /// Never awaited: the descriptor is closed all the same.
+        ~close_awaiter() {
+            if (fd_ >= 0 && !started_) sys::close(fd_);
+        }
+        bool await_ready() noexcept {
+            if (fd_ < 0) return true;
+            started_ = true;
+            if constexpr (Backend::kind != backend_kind::proactor) {
+                // close(2) of a regular file does not wait for a peer: made here,
+                // without a round trip through the worker pool.
+                res_ = detail::close_op{{}, fd_}.run();
+                return true;
+            } else {
+                return inner_.await_ready();
+            }
+        }
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h) {
+            return inner_.await_suspend(h);
+        }
+        result<void> await_resume() noexcept {
+            if (fd_ < 0) return {};
+            if constexpr (Backend::kind != backend_kind::proactor)
+                return detail::close_op{{}, fd_}.make(res_);
+            else
+                return inner_.await_resume();
+        }
+
+    private:
+        int fd_;
+        int res_ = 0;
+        bool started_ = false;
+        detail::file_awaiter_t<Backend, detail::close_op> inner_;
+    };
+
+    Backend* backend_ = nullptr;
+    detail::file_state* state_ = nullptr;
+};
+
+template <class Backend>
+result<file<Backend>> detail::open_op<Backend>::make(int res) const noexcept {
+    if (res < 0) return errno_code(-res);
+    try {
+        return file<Backend>(backend, res);
+    } catch (...) {
+        sys::close(res);
+        return errno_code(ENOMEM);
+    }
+}
+
+/// Sends `count` bytes of `f` starting at `offset` on stream `s` (TCP or Unix): yields
+/// `result<std::size_t>`, the bytes sent. Fewer than `count` means it stopped early:
+/// the file ended, or a cancel or an error came after some bytes went out (as with
+/// `write(2)`; the next call reports the error). Zero-copy: `sendfile(2)` on the
+/// readiness backends and `blocking` (the socket parked for writability on `EAGAIN`),
+/// `IORING_OP_SPLICE` through a pipe on `uring`. The file stays open until it ends.
+template <class Stream, class Backend>
+auto send_file(Stream& s, file<Backend>& f, std::uint64_t offset, std::size_t count) noexcept {
+    detail::send_file_op op(s.native_handle(), f.native_handle(), offset, count);
+    Backend* b = f.is_open() && s.is_open() ? s.backend() : nullptr;
+    return detail::file_awaiter<io_awaiter<Backend, detail::send_file_op>>(detail::state_of(f), b, std::move(op));
+}
+
+template <class Backend>
+detail::file_state* detail::state_of(const file<Backend>& f) noexcept {
+    return f.state_;
+}
+
+}  // namespace weft
