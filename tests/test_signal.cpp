@@ -188,3 +188,28 @@ TEMPLATE_TEST_CASE("SIGTERM during load: stop accepting, echo everything receive
     run_until_idle(loop);
     REQUIRE(loop.live_tasks() == 0);
 }
+
+TEMPLATE_TEST_CASE("the drain's shutdown(SHUT_RD) ends a read that is already waiting, at once", "[signal][drain]",
+                   WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    // sigio gets no signal for a socket's own shutdown: before the fix its waiting read
+    // slept until the session's deadline (the drain's "wait, then cancel" took its
+    // whole 4 s in kv_server).
+    weft::loop<TestType> loop;
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto p = co_await make_pair(loop);
+        auto reader = [](weft::tcp_stream<TestType>& s) -> weft::task<weft::result<std::size_t>> {
+            char buf[16];
+            co_return co_await weft::with_timeout(s.read_some(buf), 5s);
+        };
+        auto closer = [](weft::loop<TestType>& l, weft::tcp_stream<TestType>& s) -> weft::task<void> {
+            (void)co_await l.sleep_for(20ms);
+            REQUIRE(s.shutdown(SHUT_RD));
+        };
+        auto start = weft::clock::now();
+        auto [r, unit] = co_await weft::when_all(reader(p.server), closer(loop, p.server));
+        (void)unit;
+        REQUIRE(r.value() == 0);  // EOF
+        REQUIRE(weft::clock::now() - start < 2s);
+    }());
+}

@@ -460,6 +460,14 @@ public:
         if (!pool_) pool_ = std::make_unique<worker_pool>(*this, worker_threads_);
         return *pool_;
     }
+    /// Whether file operations on a readiness backend first try their non-blocking
+    /// form on the loop thread (a read from the page cache with `RWF_NOWAIT`, an open
+    /// from the lookup caches, a stat) before they go to a worker; default on. Off, every
+    /// file operation is a worker's (for a file system whose attribute calls may block,
+    /// or to measure the pool).
+    void set_inline_file_attempts(bool on) noexcept { inline_file_attempts_ = on; }
+    /// See `set_inline_file_attempts`.
+    bool inline_file_attempts() const noexcept { return inline_file_attempts_; }
     /// Worker threads started so far (0 until the first blocking call).
     std::size_t worker_threads_started() const noexcept { return pool_ ? pool_->threads() : 0; }
 
@@ -571,6 +579,7 @@ private:
     bool threaded_ = false;
     std::function<void(std::exception_ptr)> on_exception_ = &default_exception_handler;
     unsigned worker_threads_ = 4;
+    bool inline_file_attempts_ = true;
     std::unique_ptr<worker_pool> pool_;  ///< last: its threads end before the rest goes
 
     static void default_exception_handler(std::exception_ptr e) noexcept {

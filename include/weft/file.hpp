@@ -23,6 +23,7 @@
 /// with its real result (the data is delivered, into a buffer that stayed valid).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -117,6 +118,36 @@ struct file_op_base {
     bool drained(int) const noexcept { return false; }
 };
 
+/// A read that never waits for the disk (`preadv2` with `RWF_NOWAIT`): the bytes, or
+/// `-EAGAIN` when they are not all in the page cache (the caller then hands the read to
+/// a worker; positional reads can be made again). File systems without the flag
+/// (`EOPNOTSUPP`) also get `-EAGAIN`. `RWF_NOWAIT` may stop where the cached part ends,
+/// so a short count is passed on only once a further probe finds the end of the file:
+/// `read_at`'s promise, "fewer bytes only at the end", holds on this path too.
+inline int nowait_read(int fd, const iovec* iov, unsigned count, std::uint64_t offset) noexcept {
+    auto nowait = [fd](const iovec* v, unsigned n, std::uint64_t off) noexcept -> long {
+        long r = ::preadv2(fd, v, static_cast<int>(n), static_cast<off_t>(off), RWF_NOWAIT);
+        if (r >= 0) return r;
+        return errno == EINTR || errno == EOPNOTSUPP || errno == EAGAIN ? -EAGAIN : -errno;
+    };
+    long r = nowait(iov, count, offset);
+    if (r < 0) return static_cast<int>(r);
+    std::size_t want = 0;
+    for (unsigned i = 0; i < count; ++i) want += iov[i].iov_len;
+    if (static_cast<std::size_t>(r) == want || r == 0) return static_cast<int>(r);
+    if (count != 1) return -EAGAIN;  // vectored and short: the worker reads it whole
+    // One buffer, short: continue where it stopped until the end of the file or a miss.
+    std::size_t got = static_cast<std::size_t>(r);
+    for (int probes = 0; probes < 4 && got < want; ++probes) {
+        iovec rest{static_cast<char*>(iov->iov_base) + got, want - got};
+        long more = nowait(&rest, 1, offset + got);
+        if (more < 0) return static_cast<int>(more);
+        if (more == 0) return static_cast<int>(got);  // the end of the file
+        got += static_cast<std::size_t>(more);
+    }
+    return got == want ? static_cast<int>(got) : -EAGAIN;
+}
+
 /// `pread(2)` / `pwrite(2)` of one buffer at an offset.
 template <bool Write>
 struct positional_op : file_op_base {
@@ -130,6 +161,17 @@ struct positional_op : file_op_base {
                                      static_cast<off_t>(offset));
             if (r < 0 && errno == EINTR) continue;
             return sys_result(r);
+        }
+    }
+    /// Reactors first try a read from the page cache without blocking
+    /// (`preadv2(RWF_NOWAIT)`): `-EAGAIN` when it would have to wait for the disk (or
+    /// the file system cannot say), and then a worker makes the call.
+    int try_inline() noexcept {
+        if constexpr (Write) {
+            return -EAGAIN;  // buffered writes may wait for memory or journal: a worker's
+        } else {
+            iovec one{buf.data(), clamp_count(buf.size())};
+            return nowait_read(file_fd, &one, 1, offset);
         }
     }
     template <class P>
@@ -158,6 +200,13 @@ struct positional_vector_op : file_op_base {
             return sys_result(r);
         }
     }
+    /// See `positional_op::try_inline`.
+    int try_inline() noexcept {
+        if constexpr (Write)
+            return -EAGAIN;
+        else
+            return nowait_read(file_fd, iov.data(), count(), offset);
+    }
     template <class P>
     void prepare(P& p) noexcept {
         if constexpr (Write)
@@ -185,6 +234,11 @@ struct stat_op : file_op_base {
     int file_fd;
     struct statx out {};
     int run() noexcept { return sys_result(::statx(file_fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &out)); }
+    /// The attributes of an open file are in memory (a network file system is not asked
+    /// again: `AT_STATX_DONT_SYNC`), so reactors make this call on the loop thread.
+    int try_inline() noexcept {
+        return sys_result(::statx(file_fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &out));
+    }
     template <class P>
     void prepare(P& p) noexcept {
         p.statx(file_fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &out);
@@ -229,6 +283,16 @@ struct open_op : file_op_base {
         if (r < 0 && errno == ENOSYS) return open_beneath_without_openat2();
         return sys_result(r);
     }
+    /// Reactors first open from the kernel's lookup caches alone (`openat2` with
+    /// `RESOLVE_CACHED`, Linux 5.12): `-EAGAIN` when a path component is not cached or
+    /// the open would create or truncate, and then a worker makes the call.
+    int try_inline() noexcept {
+        open_how cached = how;
+        cached.resolve |= RESOLVE_CACHED;
+        long r = ::syscall(SYS_openat2, dirfd, path.c_str(), &cached, sizeof cached);
+        if (r < 0) return errno == EAGAIN || errno == ENOSYS || errno == EINVAL || errno == EINTR ? -EAGAIN : -errno;
+        return static_cast<int>(r);
+    }
     template <class P>
     void prepare(P& p) noexcept {
         if (beneath)
@@ -255,6 +319,62 @@ struct open_op : file_op_base {
         if (res >= 0) sys::close(res);
     }
     result<file<Backend>> make(int res) const noexcept;
+};
+
+/// The pipes `send_file` splices through on io_uring, kept for the next call: creating
+/// one (`pipe2` and a `F_SETPIPE_SZ`) and closing it (two closes) would otherwise cost
+/// four syscalls per file sent. Per thread (a loop is used from one thread), at most
+/// four, all close-on-exec; only an empty pipe comes back (one left holding bytes by a
+/// cancel is closed instead).
+class pipe_cache {
+public:
+    /// A pipe: read end, write end, and how many bytes it holds.
+    struct pipe {
+        int r = -1, w = -1;
+        std::size_t capacity = 0;
+    };
+    pipe_cache() = default;
+    pipe_cache(const pipe_cache&) = delete;
+    pipe_cache& operator=(const pipe_cache&) = delete;
+    ~pipe_cache() {
+        for (std::size_t i = 0; i < n_; ++i) close_pipe(pipes_[i]);
+    }
+    /// A cached pipe, or a new one (256 KiB if the system allows, else its default);
+    /// -errno when none can be made.
+    int take(pipe& out) noexcept {
+        if (n_ > 0) {
+            out = pipes_[--n_];
+            return 0;
+        }
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) < 0) return -errno;
+        out.r = fds[0];
+        out.w = fds[1];
+        int cap = ::fcntl(fds[1], F_SETPIPE_SZ, 256 << 10);
+        if (cap < 0) cap = ::fcntl(fds[1], F_GETPIPE_SZ);
+        out.capacity = cap > 0 ? static_cast<std::size_t>(cap) : 65536;
+        return 0;
+    }
+    /// Returns an empty pipe (or closes it when the cache is full).
+    void give(const pipe& p) noexcept {
+        if (n_ < pipes_.size())
+            pipes_[n_++] = p;
+        else
+            close_pipe(p);
+    }
+    static void close_pipe(const pipe& p) noexcept {
+        if (p.r >= 0) sys::close(p.r);
+        if (p.w >= 0) sys::close(p.w);
+    }
+    /// This thread's cache.
+    static pipe_cache& local() noexcept {
+        static thread_local pipe_cache cache;
+        return cache;
+    }
+
+private:
+    std::array<pipe, 4> pipes_{};
+    std::size_t n_ = 0;
 };
 
 /// Blocks SIGPIPE in the calling thread while it lives (for `sendfile(2)`, which cannot
@@ -298,7 +418,7 @@ struct send_file_op {
     std::size_t count;
     std::size_t done = 0;
     // uring: the pipe the bytes go through, and how many of them are in it
-    int pipe_r = -1, pipe_w = -1;
+    pipe_cache::pipe pipe{};
     std::size_t in_pipe = 0;
     bool to_socket = false;
     bool ended = false;  ///< the file had no more bytes
@@ -308,12 +428,16 @@ struct send_file_op {
         : fd(sock), file_fd(f), offset(off), count(n) {}
     send_file_op(send_file_op&& o) noexcept
         : fd(o.fd), file_fd(o.file_fd), offset(o.offset), count(o.count), done(o.done),
-          pipe_r(std::exchange(o.pipe_r, -1)), pipe_w(std::exchange(o.pipe_w, -1)), in_pipe(o.in_pipe),
-          to_socket(o.to_socket), ended(o.ended) {}
+          pipe(std::exchange(o.pipe, {})), in_pipe(o.in_pipe), to_socket(o.to_socket), ended(o.ended) {}
     send_file_op& operator=(send_file_op&&) = delete;
+    /// The pipe goes back to the cache if it is empty, else it is closed (its bytes
+    /// belong to this transfer). The awaiter dies after the kernel let go of it.
     ~send_file_op() {
-        if (pipe_r >= 0) sys::close(pipe_r);
-        if (pipe_w >= 0) sys::close(pipe_w);
+        if (pipe.r < 0) return;
+        if (in_pipe == 0)
+            pipe_cache::local().give(pipe);
+        else
+            pipe_cache::close_pipe(pipe);
     }
 
     /// Bytes one `sendfile(2)` call may move, and one turn of the loop: on loopback the
@@ -350,17 +474,14 @@ struct send_file_op {
     template <class P>
     void prepare(P& p) noexcept {
         if (done + in_pipe >= count && in_pipe == 0) return p.nop();
-        if (pipe_r < 0) {
-            int fds[2];
-            if (::pipe2(fds, O_CLOEXEC) < 0) return p.complete_now(-errno);
-            pipe_r = fds[0];
-            pipe_w = fds[1];
+        if (pipe.r < 0) {
+            if (int err = pipe_cache::local().take(pipe); err < 0) return p.complete_now(err);
         }
         if (to_socket)
-            p.splice(pipe_r, -1, fd, -1, static_cast<unsigned>(in_pipe));
+            p.splice(pipe.r, -1, fd, -1, static_cast<unsigned>(in_pipe));
         else
-            p.splice(file_fd, static_cast<std::int64_t>(offset + done), pipe_w, -1,
-                     static_cast<unsigned>(std::min<std::size_t>(count - done, pipe_chunk)));
+            p.splice(file_fd, static_cast<std::int64_t>(offset + done), pipe.w, -1,
+                     static_cast<unsigned>(std::min(count - done, pipe.capacity)));
     }
     /// One splice finished: the next one, or the end.
     bool finish(int& res) noexcept {
@@ -388,8 +509,6 @@ struct send_file_op {
         if (res < 0 && done == 0) return errno_code(-res);
         return done;
     }
-    /// A pipe holds 64 KiB by default: one splice in never waits for the socket.
-    static constexpr std::size_t pipe_chunk = 65536;
 };
 
 /// The awaiter of a file operation on a readiness backend: the operation is a job for
@@ -426,12 +545,20 @@ public:
         }
     }
 
-    /// A file operation never completes in `await_ready` (that would block the loop);
-    /// without a backend (a closed file) it fails with `EBADF` at once.
+    /// A reactor first tries the operation's non-blocking form (`try_inline`: a read
+    /// from the page cache, an open from the lookup caches); it completes here unless
+    /// that would block. Without a backend (a closed file) it fails with `EBADF` at once.
     bool await_ready() noexcept {
         if (!backend_) [[unlikely]] {
             this->res = -EBADF;
             return true;
+        }
+        if constexpr (!is_blocking && requires { op_.try_inline(); }) {
+            if (!backend_->core().inline_file_attempts()) return false;
+            // What can be done without waiting is done here, as nginx does it, with no
+            // round trip through a worker; only what would block goes to the pool.
+            this->res = op_.try_inline();
+            return this->res != -EAGAIN;
         }
         return false;
     }
@@ -697,6 +824,12 @@ result<file<Backend>> detail::open_op<Backend>::make(int res) const noexcept {
 /// `write(2)`; the next call reports the error). Zero-copy: `sendfile(2)` on the
 /// readiness backends and `blocking` (the socket parked for writability on `EAGAIN`),
 /// `IORING_OP_SPLICE` through a pipe on `uring`. The file stays open until it ends.
+///
+/// On the readiness backends `sendfile(2)` runs on the loop thread: it reads the page
+/// cache, and a miss waits for the disk there (there is no non-blocking `sendfile`).
+/// For files that are likely not cached, `read_at` (a worker's on a miss) followed by
+/// `write_all` keeps the loop free at the cost of a copy; on `uring` the kernel's own
+/// workers take the wait.
 template <class Stream, class Backend>
 auto send_file(Stream& s, file<Backend>& f, std::uint64_t offset, std::size_t count) noexcept {
     detail::send_file_op op(s.native_handle(), f.native_handle(), offset, count);

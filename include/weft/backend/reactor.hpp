@@ -140,6 +140,15 @@ public:
         s = slot{};
     }
 
+    /// Re-runs the operation parked on `fd` in direction `dir` on the next iteration,
+    /// readiness or not: for a local change the model may not report. (`sigio` gets no
+    /// signal for the socket's own `shutdown(SHUT_RD)`, after which a read finds EOF.)
+    void kick(int fd, interest dir) {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= slots_.size()) return;
+        detail::reactor_op* op = slots_[static_cast<std::size_t>(fd)].waiter[index(dir)];
+        if (op && !op->deferred && !op->buffer_wait) defer(*op);
+    }
+
     /// Edge-triggered: false while the fd is known to be drained in `dir`.
     bool should_try(int fd, interest dir) const noexcept {
         if constexpr (Demux::edge_triggered) {

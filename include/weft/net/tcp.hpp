@@ -322,7 +322,14 @@ public:
     }
 
     /// Half-closes: `SHUT_WR` (the default) sends FIN and keeps reading possible.
-    result<void> shutdown(int how = SHUT_WR) noexcept { return detail::to_result(sys::shutdown(this->fd_, how)); }
+    result<void> shutdown(int how = SHUT_WR) noexcept {
+        int r = sys::shutdown(this->fd_, how);
+        // A read parked on a reactor finds EOF now; not every model reports it (sigio
+        // raises no signal for a local shutdown), so the backend is told to retry it.
+        if constexpr (requires(Backend& b) { b.kick(0, interest::read); })
+            if (r == 0 && how != SHUT_WR && this->backend_) this->backend_->kick(this->fd_, interest::read);
+        return detail::to_result(r);
+    }
 
     /// Sets `SO_LINGER`: with a value, `close()` waits up to that long for unsent data to
     /// go out (on a non-blocking socket the kernel still finishes in the background); a
