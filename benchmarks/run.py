@@ -603,6 +603,12 @@ def main():
     plots = [] if "plots" in skip else make_plots(out, summary, servers, cells)
     report = render_report(args, started, seconds, cells, servers, skipped, perf_problem, summary, rss, ir,
                            profiles, compile_rows, plots)
+    # The file benchmark (benchmarks/file_bench.py) keeps its report in files/ under the
+    # same directory; a rerun of this comparison keeps pointing at it.
+    files_report = out / "files" / "REPORT.md"
+    if files_report.exists():
+        report += ("\n## Files: the stutter case study and nginx\n\n"
+                   "Measured separately by `benchmarks/file_bench.py`: see [files/REPORT.md](files/REPORT.md).\n")
     (out / "REPORT.md").write_text(report)
     print(render_tables(summary, servers, cells))
     log(f"\nreport: {out / 'REPORT.md'}")

@@ -462,3 +462,33 @@ TEMPLATE_TEST_CASE("send_file: a peer that is gone is an error, never a SIGPIPE"
         REQUIRE((again.error() == std::errc::broken_pipe || again.error() == std::errc::connection_reset));
     }());
 }
+
+TEMPLATE_TEST_CASE("send_file with a header: header then body in one operation, counted together",
+                   "[file][send_file]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    temp_dir dir;
+    std::vector<char> data = pattern(300'000, 21);
+    write_plain(dir.file("h.bin"), data);
+    weft::loop<TestType> loop;
+    run_bounded(loop, [&]() -> weft::task<void> {
+        auto p = co_await make_pair(loop);
+        auto f = co_await weft::file<TestType>::open(loop, dir.file("h.bin"));
+        REQUIRE(f);
+        const std::string header = "HTTP/1.1 200 OK\r\nContent-Length: 299000\r\n\r\n";
+        std::vector<char> got(header.size() + 299'000);
+        auto [sent, r] = co_await weft::when_all(
+            weft::send_file(p.server, *f, 1000, 299'000, std::as_bytes(std::span(header))), p.client.read_exact(got));
+        REQUIRE(sent.value() == got.size());
+        REQUIRE(r);
+        REQUIRE(std::string_view(got.data(), header.size()) == header);
+        REQUIRE(std::equal(got.begin() + static_cast<long>(header.size()), got.end(), data.begin() + 1000));
+        // A header alone (an empty body): sent without MSG_MORE, so it is not held back.
+        const std::string empty = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        std::vector<char> got2(empty.size());
+        auto [sent2, r2] = co_await weft::when_all(weft::send_file(p.server, *f, 0, 0, std::as_bytes(std::span(empty))),
+                                                   p.client.read_exact(got2));
+        REQUIRE(sent2.value() == empty.size());
+        REQUIRE(r2);
+        REQUIRE(std::string_view(got2.data(), got2.size()) == empty);
+    }());
+}

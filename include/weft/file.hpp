@@ -377,28 +377,36 @@ private:
     std::size_t n_ = 0;
 };
 
+/// Set by `weft::ignore_sigpipe()`: SIGPIPE is ignored process-wide, so `send_file`
+/// need not block it around each `sendfile(2)`.
+inline std::atomic<bool> sigpipe_ignored{false};
+
 /// Blocks SIGPIPE in the calling thread while it lives (for `sendfile(2)`, which cannot
 /// be told `MSG_NOSIGNAL`). `raised()` after an `EPIPE` takes back the SIGPIPE the call
 /// left pending, unless the thread had SIGPIPE blocked already (then a pending one may
 /// be the application's, and it stays).
 class sigpipe_guard {
 public:
-    sigpipe_guard() noexcept {
+    sigpipe_guard() noexcept : active_(!sigpipe_ignored.load(std::memory_order_relaxed)) {
+        if (!active_) return;
         sigemptyset(&pipe_);
         sigaddset(&pipe_, SIGPIPE);
         ::pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
     }
     sigpipe_guard(const sigpipe_guard&) = delete;
     sigpipe_guard& operator=(const sigpipe_guard&) = delete;
-    ~sigpipe_guard() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+    ~sigpipe_guard() {
+        if (active_) ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
     void raised() noexcept {
-        if (sigismember(&old_, SIGPIPE)) return;
+        if (!active_ || sigismember(&old_, SIGPIPE)) return;
         timespec zero{};
         while (::sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
         }
     }
 
 private:
+    bool active_;
     sigset_t pipe_{}, old_{};
 };
 
@@ -416,6 +424,8 @@ struct send_file_op {
     int file_fd;
     std::uint64_t offset;
     std::size_t count;
+    std::span<const std::byte> header;  ///< sent first, with `MSG_MORE` when a body follows
+    std::size_t header_done = 0;
     std::size_t done = 0;
     // uring: the pipe the bytes go through, and how many of them are in it
     pipe_cache::pipe pipe{};
@@ -424,10 +434,11 @@ struct send_file_op {
     bool ended = false;  ///< the file had no more bytes
     static constexpr interest dir = interest::write;
 
-    send_file_op(int sock, int f, std::uint64_t off, std::size_t n) noexcept
-        : fd(sock), file_fd(f), offset(off), count(n) {}
+    send_file_op(int sock, int f, std::uint64_t off, std::size_t n, std::span<const std::byte> head) noexcept
+        : fd(sock), file_fd(f), offset(off), count(n), header(head) {}
     send_file_op(send_file_op&& o) noexcept
-        : fd(o.fd), file_fd(o.file_fd), offset(o.offset), count(o.count), done(o.done),
+        : fd(o.fd), file_fd(o.file_fd), offset(o.offset), count(o.count), header(o.header),
+          header_done(o.header_done), done(o.done),
           pipe(std::exchange(o.pipe, {})), in_pipe(o.in_pipe), to_socket(o.to_socket), ended(o.ended) {}
     send_file_op& operator=(send_file_op&&) = delete;
     /// The pipe goes back to the cache if it is empty, else it is closed (its bytes
@@ -453,6 +464,14 @@ struct send_file_op {
         // sendfile(2) has no MSG_NOSIGNAL: a peer that is gone raises SIGPIPE, which
         // would kill the process (DESIGN invariant 5). Blocked in this thread for the
         // call, and a SIGPIPE it raised is taken back before the mask is restored.
+        // The header first, held back by MSG_MORE until the body joins it: one segment
+        // for a small response instead of two (what nginx's tcp_nopush does with
+        // two setsockopt calls).
+        while (header_done < header.size()) {
+            long r = sys::send(fd, header.data() + header_done, header.size() - header_done, more());
+            if (r < 0) return static_cast<int>(r);
+            header_done += static_cast<std::size_t>(r);
+        }
         sigpipe_guard guard;
         std::size_t turn = 0;
         while (done < count && !ended) {
@@ -471,8 +490,13 @@ struct send_file_op {
     }
     bool drained(int) const noexcept { return false; }
 
+    /// `MSG_MORE` while a body is to follow the header.
+    int more() const noexcept { return count > 0 ? MSG_MORE : 0; }
+
     template <class P>
     void prepare(P& p) noexcept {
+        if (header_done < header.size())
+            return p.send(fd, header.data() + header_done, header.size() - header_done, more());
         if (done + in_pipe >= count && in_pipe == 0) return p.nop();
         if (pipe.r < 0) {
             if (int err = pipe_cache::local().take(pipe); err < 0) return p.complete_now(err);
@@ -486,6 +510,10 @@ struct send_file_op {
     /// One splice finished: the next one, or the end.
     bool finish(int& res) noexcept {
         if (res < 0) return true;
+        if (header_done < header.size()) {
+            header_done += static_cast<std::size_t>(res);
+            return false;  // the rest of the header, or the body
+        }
         if (!to_socket) {
             if (res == 0) {  // the file ended (or nothing was left to send: the nop)
                 ended = done < count;
@@ -506,8 +534,8 @@ struct send_file_op {
         return false;
     }
     result<std::size_t> make(int res) const noexcept {
-        if (res < 0 && done == 0) return errno_code(-res);
-        return done;
+        if (res < 0 && header_done + done == 0) return errno_code(-res);
+        return header_done + done;
     }
 };
 
@@ -650,6 +678,20 @@ file_state* state_of(const file<Backend>& f) noexcept;
 
 }  // namespace detail
 
+/// Ignores SIGPIPE for the whole process (as nginx does), and tells `send_file` so.
+/// `sendfile(2)` cannot be told `MSG_NOSIGNAL`; without this call `send_file` blocks
+/// SIGPIPE in its thread around each call (two `pthread_sigmask` calls per operation),
+/// which leaves the process's disposition alone. Call it once at start-up, and do not
+/// give SIGPIPE a default disposition again afterwards. False if `sigaction` failed.
+inline bool ignore_sigpipe() noexcept {
+    struct sigaction sa {};
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    if (::sigaction(SIGPIPE, &sa, nullptr) != 0) return false;
+    detail::sigpipe_ignored.store(true, std::memory_order_relaxed);
+    return true;
+}
+
 /// An open file on the loop of backend `Backend`, with positional reads and writes
 /// that never block the loop (see the header comment for how each model does it).
 ///
@@ -675,7 +717,10 @@ public:
 
     /// Takes ownership of an open descriptor `fd` (made close-on-exec); `std::bad_alloc`
     /// aside, it cannot fail.
-    static file adopt(loop<Backend>& l, int fd) { return file(&l.backend(), fd); }
+    static file adopt(loop<Backend>& l, int fd) {
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+        return file(&l.backend(), fd);
+    }
 
     /// Opens `path` (`openat(2)` flags and mode; `O_CLOEXEC` is always added): yields
     /// `result<file>`. A relative path is relative to the working directory.
@@ -740,10 +785,8 @@ private:
     friend struct detail::open_op;
     friend detail::file_state* detail::state_of<Backend>(const file&) noexcept;
 
-    file(Backend* b, int fd) : backend_(b), state_(new detail::file_state) {
-        state_->fd = fd;
-        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    }
+    /// Wraps `fd` (opened with `O_CLOEXEC`, or made so by `adopt`).
+    file(Backend* b, int fd) : backend_(b), state_(new detail::file_state) { state_->fd = fd; }
 
     static auto open_in(Backend* b, int dirfd, std::string path, int flags, mode_t mode, bool beneath,
                         detail::file_state* dir = nullptr) {
@@ -818,10 +861,13 @@ result<file<Backend>> detail::open_op<Backend>::make(int res) const noexcept {
     }
 }
 
-/// Sends `count` bytes of `f` starting at `offset` on stream `s` (TCP or Unix): yields
-/// `result<std::size_t>`, the bytes sent. Fewer than `count` means it stopped early:
+/// Sends `header` (if any), then `count` bytes of `f` starting at `offset`, on stream `s`
+/// (TCP or Unix): yields `result<std::size_t>`, the bytes sent, header included. Fewer
+/// than `header.size() + count` means it stopped early:
 /// the file ended, or a cancel or an error came after some bytes went out (as with
-/// `write(2)`; the next call reports the error). Zero-copy: `sendfile(2)` on the
+/// `write(2)`; the next call reports the error). The header (an HTTP response's, say)
+/// goes out with `MSG_MORE`, so the kernel sends it in one segment with the start of the
+/// body instead of a segment of its own. Zero-copy: `sendfile(2)` on the
 /// readiness backends and `blocking` (the socket parked for writability on `EAGAIN`),
 /// `IORING_OP_SPLICE` through a pipe on `uring`. The file stays open until it ends.
 ///
@@ -831,8 +877,9 @@ result<file<Backend>> detail::open_op<Backend>::make(int res) const noexcept {
 /// `write_all` keeps the loop free at the cost of a copy; on `uring` the kernel's own
 /// workers take the wait.
 template <class Stream, class Backend>
-auto send_file(Stream& s, file<Backend>& f, std::uint64_t offset, std::size_t count) noexcept {
-    detail::send_file_op op(s.native_handle(), f.native_handle(), offset, count);
+auto send_file(Stream& s, file<Backend>& f, std::uint64_t offset, std::size_t count,
+               std::span<const std::byte> header = {}) noexcept {
+    detail::send_file_op op(s.native_handle(), f.native_handle(), offset, count, header);
     Backend* b = f.is_open() && s.is_open() ? s.backend() : nullptr;
     return detail::file_awaiter<io_awaiter<Backend, detail::send_file_op>>(detail::state_of(f), b, std::move(op));
 }

@@ -345,9 +345,9 @@ public:
             if (ring_.read_through(op_, fd, std::span<const iovec>(&one, 1), *this)) return;
             if (!inject(sys::call::recv, fd, len)) io_uring_prep_recv(sqe(), fd, buf, len, 0);
         }
-        /// `send(2)` of [buf, buf+len) with `MSG_NOSIGNAL`.
-        void send(int fd, const void* buf, std::size_t len) noexcept {
-            if (!inject(sys::call::send, fd, len)) io_uring_prep_send(sqe(), fd, buf, len, MSG_NOSIGNAL);
+        /// `send(2)` of [buf, buf+len) with `MSG_NOSIGNAL` (and `flags`, e.g. `MSG_MORE`).
+        void send(int fd, const void* buf, std::size_t len, int flags = 0) noexcept {
+            if (!inject(sys::call::send, fd, len)) io_uring_prep_send(sqe(), fd, buf, len, MSG_NOSIGNAL | flags);
         }
         /// The next connection on listener `fd` (new fd `CLOEXEC` plus `flags`), from the
         /// listener's multishot accept.
