@@ -464,6 +464,20 @@ def cell_name(cell):
     return f"{cell[0]}x{cell[1]}Bxd{cell[2]}"
 
 
+def files_section(path):
+    """The file benchmark's report (benchmarks/file_bench.py, kept in files/) as a section
+    of this one: its headings two levels down, its links and images relative to here."""
+    lines = path.read_text().splitlines()[1:]  # without its title
+    out = ["## Files: the stutter case study and nginx", "",
+           "Measured separately by `benchmarks/file_bench.py` (its own report: [files/REPORT.md](files/REPORT.md)).", ""]
+    for line in lines:
+        if line.startswith("#"):
+            line = "##" + line
+        line = re.sub(r"\]\((plot_[a-z_]+\.(?:png|svg))\)", r"](files/\1)", line)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="the whole matrix, plus RSS, callgrind and compile time")
@@ -607,8 +621,7 @@ def main():
     # same directory; a rerun of this comparison keeps pointing at it.
     files_report = out / "files" / "REPORT.md"
     if files_report.exists():
-        report += ("\n## Files: the stutter case study and nginx\n\n"
-                   "Measured separately by `benchmarks/file_bench.py`: see [files/REPORT.md](files/REPORT.md).\n")
+        report += "\n" + files_section(files_report)
     (out / "REPORT.md").write_text(report)
     print(render_tables(summary, servers, cells))
     log(f"\nreport: {out / 'REPORT.md'}")
