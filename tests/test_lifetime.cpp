@@ -253,13 +253,14 @@ void read_side_case(read_kind k, phase when) {
 }
 
 /// The old stream's write side: one operation that cannot finish at once.
-enum class write_kind { write_some, write_all, writev_all, wait_writable };
+enum class write_kind { write_some, write_all, writev_all, wait_writable, send_file };
 const char* name_of(write_kind k) {
     switch (k) {
         case write_kind::write_some: return "write_some";
         case write_kind::write_all: return "write_all";
         case write_kind::writev_all: return "writev_all";
         case write_kind::wait_writable: return "wait_writable";
+        case write_kind::send_file: return "send_file";
     }
     return "?";
 }
@@ -272,8 +273,14 @@ struct write_outcome {
 constexpr std::size_t big = 16 << 20;  // more than any loopback socket buffer takes
 
 template <class B>
-weft::task<void> old_write(weft::tcp_stream<B>& s, write_kind k, const std::string& data, write_outcome& out) {
+weft::task<void> old_write(weft::tcp_stream<B>& s, write_kind k, const std::string& data, write_outcome& out,
+                           weft::file<B>* f = nullptr) {
     switch (k) {
+        case write_kind::send_file: {  // the file holds `data` too
+            auto r = co_await weft::send_file(s, *f, 0, data.size());
+            if (!r) out.error = r.error();
+            break;
+        }
         case write_kind::write_some: {
             auto r = co_await s.write_some(data);
             if (!r) out.error = r.error();
@@ -320,8 +327,21 @@ void write_side_case(write_kind k, phase when) {
             std::string fill(big, 'o');
             (void)co_await weft::with_timeout(p.client.write_all(fill), 50ms);
         }
+        weft::file<B> f;
+        if (k == write_kind::send_file) {
+            // `data`, as a file: written, opened, and unlinked at once (the open file lives on).
+            const std::string path = "/tmp/weft-lifetime-" + std::to_string(::getpid()) + ".bin";
+            int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            REQUIRE(fd >= 0);
+            REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+            ::close(fd);
+            auto opened = co_await weft::file<B>::open(loop, path);
+            ::unlink(path.c_str());
+            REQUIRE(opened);
+            f = std::move(*opened);
+        }
         std::optional<reused_stream<B>> next;
-        co_await weft::when_all(old_write(p.client, k, data, out), close_writer(loop, p, when, next));
+        co_await weft::when_all(old_write(p.client, k, data, out, &f), close_writer(loop, p, when, next));
         REQUIRE(next);
         co_await check_new_stream(*next);  // its peer gets "fresh" only: no old 'o' byte
         (void)co_await weft::sleep_for(10ms);
@@ -355,7 +375,8 @@ TEMPLATE_TEST_CASE("fd reuse: a read closed under it never touches the socket th
 TEMPLATE_TEST_CASE("fd reuse: a write closed under it sends nothing to the socket that takes its number",
                    "[lifetime][fd-reuse]", WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
-    for (write_kind k : {write_kind::write_some, write_kind::write_all, write_kind::writev_all, write_kind::wait_writable})
+    for (write_kind k : {write_kind::write_some, write_kind::write_all, write_kind::writev_all, write_kind::wait_writable,
+                         write_kind::send_file})
         for (phase when : phases_for<TestType>()) write_side_case<TestType>(k, when);
 }
 
