@@ -22,6 +22,22 @@ inline weft::endpoint endpoint_or_exit(const std::string& host, std::uint16_t po
     return *ep;
 }
 
+/// What an accept loop does with a failed accept: false when it should end (the
+/// listener was closed or the loop is stopping: `operation_canceled`). Out of fds
+/// (`EMFILE`/`ENFILE`), weft has already shed the pending connection: back off 10 ms.
+/// Anything else is printed and the loop goes on.
+inline weft::task<bool> keep_accepting(std::error_code error) {
+    using namespace std::chrono_literals;
+    if (error == std::errc::too_many_files_open || error == std::errc::too_many_files_open_in_system) {
+        (void)co_await weft::sleep_for(10ms);
+    } else if (error == std::errc::operation_canceled) {
+        co_return false;
+    } else {
+        std::fprintf(stderr, "accept: %s\n", error.message().c_str());
+    }
+    co_return true;
+}
+
 /// Runs `f.template operator()<B>()` (which returns the exit status) for the backend named
 /// `name`. Exit status 2: no such backend; 3: the backend is not available in this
 /// process (io_uring disabled, for instance); 1: it failed to start for another reason.

@@ -639,13 +639,8 @@ weft::task<void> accept_loop(weft::loop<B>& loop, weft::tcp_listener<B>& listene
             std::stop_source stop;  // one per session: the drain cancels the idle ones
             auto token = stop.get_token();
             loop.spawn(session(std::move(*client), st, std::move(stop)), std::move(token));
-        } else if (client.error() == std::errc::too_many_files_open ||
-                   client.error() == std::errc::too_many_files_open_in_system) {
-            (void)co_await weft::sleep_for(10ms);  // the pending connection was shed; back off
-        } else if (client.error() == std::errc::operation_canceled) {
+        } else if (!co_await example::keep_accepting(client.error())) {
             co_return;
-        } else {
-            std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
         }
     }
 }

@@ -130,13 +130,8 @@ weft::task<void> accept_loop(weft::loop<B>& loop, weft::tcp_listener<B>& listene
         auto client = co_await listener.accept();
         if (client) {
             loop.spawn(session(std::move(*client), st), sessions_token);
-        } else if (client.error() == std::errc::too_many_files_open ||
-                   client.error() == std::errc::too_many_files_open_in_system) {
-            (void)co_await weft::sleep_for(10ms);  // the pending connection was shed; back off
-        } else if (client.error() == std::errc::operation_canceled) {
+        } else if (!co_await example::keep_accepting(client.error())) {
             co_return;
-        } else {
-            std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
         }
     }
 }
