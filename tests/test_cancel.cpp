@@ -1,5 +1,7 @@
 // Combinators: when_any, when_all, with_timeout, with_stop_token, spawn with a token.
 #include <atomic>
+#include <optional>
+#include <thread>
 
 #include "helpers.hpp"
 
@@ -111,4 +113,96 @@ TEMPLATE_TEST_CASE("a child that throws cancels its siblings at once", "[cancel]
     REQUIRE_THROWS_AS(run_bounded(loop, weft::when_any(thrower(), weft::sleep_for(std::chrono::hours(1)))),
                       std::runtime_error);
     REQUIRE(tclock::now() - start < 10s);  // not an hour: the sleepers were cancelled
+}
+
+// weft's own stop source (stop.hpp): what every task environment carries. It must keep
+// std::stop_source's guarantees without allocating: each callback runs at most once, one
+// registered after the request runs at once, and a callback's destructor returns only
+// when no run of it is in progress on any thread.
+
+TEST_CASE("stop source: callbacks run once, late ones at once, removed ones never", "[cancel][stop]") {
+    weft::detail::stop_source src;
+    int a = 0, b = 0, c = 0;
+    auto inc = [](int* n) {
+        struct f {
+            int* n;
+            void operator()() const noexcept { ++*n; }
+        };
+        return f{n};
+    };
+    REQUIRE(src.get_token().stop_possible());
+    REQUIRE_FALSE(weft::detail::stop_token{}.stop_possible());
+    {
+        weft::detail::stop_callback cb_a(src.get_token(), inc(&a));
+        {
+            weft::detail::stop_callback cb_b(src.get_token(), inc(&b));
+        }  // removed before the request: never runs
+        REQUIRE_FALSE(src.get_token().stop_requested());
+        REQUIRE(src.request_stop());
+        REQUIRE_FALSE(src.request_stop());  // only the first request counts
+        REQUIRE(src.get_token().stop_requested());
+        weft::detail::stop_callback cb_c(src.get_token(), inc(&c));  // after the request: runs now
+        REQUIRE(c == 1);
+    }
+    REQUIRE(a == 1);
+    REQUIRE(b == 0);
+    REQUIRE(c == 1);
+}
+
+TEST_CASE("stop source: a callback may destroy itself while it runs", "[cancel][stop]") {
+    weft::detail::stop_source src;
+    struct self_destroying {
+        std::optional<weft::detail::stop_callback<self_destroying>>* slot;
+        int* runs;
+        void operator()() const noexcept {
+            ++*runs;
+            slot->reset();  // the awaiter's usual move: its completion drops the callback
+        }
+    };
+    int runs = 0;
+    std::optional<weft::detail::stop_callback<self_destroying>> slot;
+    slot.emplace(src.get_token(), self_destroying{&slot, &runs});
+    int other = 0;
+    struct count {
+        int* n;
+        void operator()() const noexcept { ++*n; }
+    };
+    weft::detail::stop_callback<count> after(src.get_token(), count{&other});
+    src.request_stop();
+    REQUIRE(runs == 1);
+    REQUIRE(other == 1);  // the list went on after the self-removal
+    REQUIRE_FALSE(slot.has_value());
+}
+
+TEST_CASE("stop source: requests racing registration and removal on two threads", "[cancel][stop][threads]") {
+    // Under TSan this is the check that the list's lock and the wait for a running
+    // callback are sound; everywhere it checks exactly-once and "not after removal".
+    for (int round = 0; round < 2000; ++round) {
+        weft::detail::stop_source src;
+        std::atomic<int> runs{0};
+        std::atomic<bool> removed{false};
+        std::atomic<bool> ran_after_removal{false};
+        struct probe {
+            std::atomic<int>* runs;
+            std::atomic<bool>* removed;
+            std::atomic<bool>* late;
+            void operator()() const noexcept {
+                if (removed->load()) late->store(true);
+                runs->fetch_add(1);
+            }
+        };
+        std::thread stopper([&] { src.request_stop(); });
+        {
+            weft::detail::stop_callback<probe> cb(src.get_token(), probe{&runs, &removed, &ran_after_removal});
+        }
+        removed.store(true);
+        stopper.join();
+        REQUIRE(runs.load() <= 1);
+        REQUIRE_FALSE(ran_after_removal.load());
+        // A callback made after the request always runs, at once.
+        std::atomic<int> late_runs{0};
+        std::atomic<bool> not_removed{false}, unused{false};
+        weft::detail::stop_callback<probe> late(src.get_token(), probe{&late_runs, &not_removed, &unused});
+        REQUIRE(late_runs.load() == 1);
+    }
 }

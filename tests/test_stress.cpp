@@ -93,3 +93,47 @@ TEMPLATE_TEST_CASE("an echo of 10,000 messages allocates nothing after the first
                 }
             }) == 0);
 }
+
+// The common server pattern, a read with a deadline, must not allocate per operation
+// either: the combinators' frames come from the thread's frame cache and their stop
+// sources live in those frames (stop.hpp), so once warm nothing is allocated.
+// (backend::blocking runs a combinator's children on threads of their own: each
+// operation starts a thread, which allocates; that model pays a thread per wait.)
+TEMPLATE_TEST_CASE("an echo whose reads run under with_timeout, when_any or with_stop_token allocates nothing",
+                   "[stress][alloc][cancel]", WEFT_TEST_BACKENDS) {
+    WEFT_REQUIRE_BACKEND(TestType);
+    WEFT_NOT_ON_BLOCKING(TestType, "a combinator's children run on threads of their own");
+    SECTION("with_timeout") {
+        REQUIRE(echo_allocations<TestType>([](weft::tcp_stream<TestType> s) -> weft::task<void> {
+                    std::array<char, 256> buf;
+                    for (;;) {
+                        auto n = co_await weft::with_timeout(s.read_some(buf), 10s);
+                        if (!n || *n == 0) co_return;
+                        if (!co_await s.write_all(std::span(buf.data(), *n))) co_return;
+                    }
+                }) == 0);
+    }
+    SECTION("when_any with a timer") {
+        REQUIRE(echo_allocations<TestType>([](weft::tcp_stream<TestType> s) -> weft::task<void> {
+                    std::array<char, 256> buf;
+                    for (;;) {
+                        auto v = co_await weft::when_any(s.read_some(buf), weft::sleep_for(10s));
+                        if (v.index() != 0) co_return;
+                        auto n = std::get<0>(v);
+                        if (!n || *n == 0) co_return;
+                        if (!co_await s.write_all(std::span(buf.data(), *n))) co_return;
+                    }
+                }) == 0);
+    }
+    SECTION("with_stop_token") {
+        REQUIRE(echo_allocations<TestType>([](weft::tcp_stream<TestType> s) -> weft::task<void> {
+                    std::stop_source stop;  // the user's: made once, not per read
+                    std::array<char, 256> buf;
+                    for (;;) {
+                        auto n = co_await weft::with_stop_token(s.read_some(buf), stop.get_token());
+                        if (!n || *n == 0) co_return;
+                        if (!co_await s.write_all(std::span(buf.data(), *n))) co_return;
+                    }
+                }) == 0);
+    }
+}

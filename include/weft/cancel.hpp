@@ -12,7 +12,6 @@
 #include <array>
 #include <cstddef>
 #include <exception>
-#include <functional>
 #include <optional>
 #include <stop_token>
 #include <thread>
@@ -40,8 +39,15 @@ struct join_child {
     struct promise_type {
         task_env env;
         join_counter* counter = nullptr;
-        std::stop_source* stop_on_error = nullptr;  ///< siblings are cancelled when this child throws
+        stop_source* stop_on_error = nullptr;  ///< siblings are cancelled when this child throws
         std::exception_ptr error;
+        /// Frames from the thread's frame cache (see `frame_cache`): no allocation per
+        /// use once warm.
+        [[gnu::always_inline]] static void* operator new(std::size_t n) { return frame_cache::allocate(n); }
+        /// Back to the frame cache.
+        [[gnu::always_inline]] static void operator delete(void* p, std::size_t n) noexcept {
+            frame_cache::deallocate(p, n);
+        }
 
         join_child get_return_object() noexcept { return {std::coroutine_handle<promise_type>::from_promise(*this)}; }
         std::suspend_always initial_suspend() const noexcept { return {}; }
@@ -92,7 +98,7 @@ template <std::size_t N>
 struct join_awaiter {
     join_child* children;
     const task_env* env;
-    std::stop_source* stop = nullptr;
+    stop_source* stop = nullptr;
     join_counter counter{};
 
     bool await_ready() const noexcept { return false; }
@@ -148,12 +154,18 @@ private:
 template <class A>
 using child_value_t = std::conditional_t<std::is_void_v<awaited_t<A>>, std::monostate, awaited_t<A>>;
 
-/// A stop source that follows `parent`: stopping the parent stops it too.
+/// Requests stop on `target` (a stop callback's function).
+struct request_stop_on {
+    stop_source* target;
+    void operator()() const noexcept { target->request_stop(); }
+};
+
+/// A stop source that follows `parent`: stopping the parent stops it too. In place, like
+/// its callback: a combinator allocates nothing for its cancellation.
 struct linked_stop_source {
-    std::stop_source source;
-    std::stop_callback<std::function<void()>> link;
-    explicit linked_stop_source(const std::stop_token& parent)
-        : link(parent, std::function<void()>([this] { source.request_stop(); })) {}
+    stop_source source;
+    stop_callback<request_stop_on> link;
+    explicit linked_stop_source(const stop_token& parent) noexcept : link(parent, request_stop_on{&source}) {}
 };
 
 }  // namespace detail
@@ -183,7 +195,7 @@ task<detail::awaited_t<A>> with_stop_token(A a, std::stop_token token) {
     detail::task_env env;
     co_await detail::read_env{env};
     detail::linked_stop_source outer(env.token);
-    std::stop_callback<std::function<void()>> inner(token, [&outer] { outer.source.request_stop(); });
+    std::stop_callback<detail::request_stop_on> inner(std::move(token), detail::request_stop_on{&outer.source});
     std::optional<detail::child_value_t<A>> value;
     detail::join_child child = detail::make_child(std::move(a), [&](auto&& v) { value.emplace(std::move(v)); });
     detail::task_env child_env{env.loop, outer.source.get_token()};

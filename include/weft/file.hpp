@@ -643,7 +643,7 @@ private:
     Backend* backend_;
     Op op_;
     bool ran_ = false;  ///< written by the worker before it finishes; read after forget()
-    std::optional<std::stop_callback<canceller>> stop_;
+    std::optional<detail::stop_callback<canceller>> stop_;
 };
 
 /// The awaiter of file operation `Op` on `Backend`: the kernel's on a proactor, the

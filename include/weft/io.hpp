@@ -36,10 +36,16 @@ inline constexpr int eof_res = -4096;
 /// such a read completes at once with `errc::empty_buffer` and makes no syscall.
 inline constexpr int empty_res = -4097;
 
-/// The result of a read: bytes read (0 = EOF), `errc::empty_buffer`, or the errno.
-inline result<std::size_t> read_result(int res) noexcept {
+/// A failed read's result: `errc::empty_buffer` or the errno (out of line: rare).
+[[gnu::noinline, gnu::cold]] inline result<std::size_t> read_error(int res) noexcept {
     if (res == empty_res) return errc::empty_buffer;
     return to_result<std::size_t>(res);
+}
+/// The result of a read: bytes read (0 = EOF), `errc::empty_buffer`, or the errno.
+inline result<std::size_t> read_result(int res) noexcept {
+    if (res >= 0) [[likely]]
+        return static_cast<std::size_t>(res);  // the hot path, inlined into every read's await_resume
+    return read_error(res);
 }
 
 /// `recv` into one buffer: bytes read, 0 at EOF.
@@ -447,11 +453,10 @@ public:
         }
     }
 
-    /// The operation's result; the single conversion from `int` to `result<T>`.
-    auto await_resume() noexcept {
-        if constexpr (!is_blocking) stop_.reset();
-        return op_.make(this->res);
-    }
+    /// The operation's result; the single conversion from `int` to `result<T>`. (The
+    /// stop callback goes with the awaiter, at the end of the `co_await` expression: a
+    /// stop request in between finds the operation no longer parked and does nothing.)
+    auto await_resume() noexcept { return op_.make(this->res); }
 
 private:
     bool park_or_submit(std::coroutine_handle<> h, const detail::task_env& env) {
@@ -527,7 +532,7 @@ private:
     };
     Backend* backend_;
     Op op_;
-    std::optional<std::stop_callback<canceller>> stop_;
+    std::optional<detail::stop_callback<canceller>> stop_;
 };
 
 }  // namespace weft

@@ -21,6 +21,12 @@
 namespace weft {
 namespace detail {
 
+/// Forwards a `std::stop_token`'s stop request to weft's stop source.
+struct forward_stop {
+    stop_source* target;
+    void operator()() const noexcept { target->request_stop(); }
+};
+
 /// The frame that owns a spawned task: started from the ready queue, destroyed by
 /// itself when the task ends, or by the loop if the loop dies first.
 struct spawned_frame {
@@ -28,6 +34,13 @@ struct spawned_frame {
         task_env env;
         op_base start;  ///< queued once to start the body on the loop thread
         std::exception_ptr escaped;
+        /// Frames from the thread's frame cache (see `frame_cache`): no allocation per
+        /// use once warm.
+        [[gnu::always_inline]] static void* operator new(std::size_t n) { return frame_cache::allocate(n); }
+        /// Back to the frame cache.
+        [[gnu::always_inline]] static void operator delete(void* p, std::size_t n) noexcept {
+            frame_cache::deallocate(p, n);
+        }
         /// A frame destroyed before its first turn takes its start out of the ready queue.
         ~promise_type() {
             if (env.loop) env.loop->unqueue(start);
@@ -65,6 +78,32 @@ struct spawned_frame {
 };
 
 inline spawned_frame run_spawned(task<void> t) { co_await std::move(t); }
+
+/// Gives the awaiting task the stop token `token` (for what it awaits next).
+struct use_token {
+    stop_token token;
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) const noexcept {
+        h.promise().env.token = token;
+        return false;
+    }
+    void await_resume() const noexcept {}
+};
+
+/// A spawned task with a `std::stop_token`: its operations watch weft's own stop source
+/// (`stop.hpp`), which the token's stop request is forwarded to. The task is moved into
+/// a local declared after the source, so a frame destroyed mid-way (the loop torn down)
+/// takes the task's operations, and their callbacks on the source, down first. (A
+/// parameter copy or a promise member would outlive or predecease them the wrong way:
+/// the promise is destroyed before the parameter copies.)
+inline spawned_frame run_spawned_linked(task<void> t, std::stop_token token) {
+    stop_source own;
+    std::stop_callback<forward_stop> link(std::move(token), forward_stop{&own});
+    task<void> body = std::move(t);
+    co_await use_token{own.get_token()};
+    co_await std::move(body);
+}
 
 }  // namespace detail
 
@@ -113,7 +152,7 @@ public:
         if constexpr (threaded) {  // the task gets a thread; this one runs posts meanwhile
             std::atomic<bool> done{false};
             std::stop_source stop;
-            backend_.start([this, h](std::stop_token st) { backend_.run_on_this_thread(h, std::move(st)); },
+            backend_.start([this, h](detail::stop_token st) { backend_.run_on_this_thread(h, st); },
                            stop.get_token(), &done);
             bool cancelled = false;
             while (!done.load(std::memory_order_acquire)) {
@@ -161,9 +200,10 @@ public:
             backend_.spawn(std::move(t), std::move(token));
             return;
         }
-        detail::spawned_frame f = detail::run_spawned(std::move(t));
+        detail::spawned_frame f = token.stop_possible() ? detail::run_spawned_linked(std::move(t), std::move(token))
+                                                        : detail::run_spawned(std::move(t));
         auto& p = f.h.promise();
-        p.env = {this, std::move(token)};
+        p.env = {this, {}};
         p.frame = f.h;
         link_spawned(p);
         p.start.continuation = f.h;

@@ -7,7 +7,6 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <stop_token>
 
 #include "core.hpp"
 #include "result.hpp"
@@ -17,15 +16,27 @@ namespace weft {
 namespace detail {
 /// A timer of a thread-per-task loop: sleeps on the calling thread until `deadline`
 /// (0) or until `token` is stopped first (`-ECANCELED`).
-inline int sleep_on_this_thread(clock::time_point deadline, const std::stop_token& token) {
+inline int sleep_on_this_thread(clock::time_point deadline, const stop_token& token) {
     std::mutex m;
-    std::condition_variable_any cv;
+    std::condition_variable cv;
+    bool stopped = false;
+    struct waker {
+        std::mutex* m;
+        std::condition_variable* cv;
+        bool* stopped;
+        void operator()() const noexcept {
+            std::lock_guard lk(*m);
+            *stopped = true;
+            cv->notify_all();
+        }
+    };
+    stop_callback<waker> wake(token, waker{&m, &cv, &stopped});  // before the lock: it takes it
     std::unique_lock lk(m);
     if (deadline == clock::time_point::max()) {
-        cv.wait(lk, token, [] { return false; });
+        cv.wait(lk, [&] { return stopped; });
         return -ECANCELED;
     }
-    cv.wait_until(lk, token, deadline, [] { return false; });
+    cv.wait_until(lk, deadline, [&] { return stopped; });
     return clock::now() >= deadline ? 0 : -ECANCELED;  // a fired timer stays fired
 }
 }  // namespace detail
@@ -97,7 +108,7 @@ private:
         void operator()() const noexcept { self->loop_->cancel_timer(*self); }
     };
     detail::loop_core* loop_;
-    std::optional<std::stop_callback<canceller>> stop_;
+    std::optional<detail::stop_callback<canceller>> stop_;
     bool no_loop_ = false;
 };
 

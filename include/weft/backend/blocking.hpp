@@ -195,8 +195,8 @@ public:
     /// exception escaping it goes to the loop's exception handler, on that thread.
     void spawn(task<void> t, std::stop_token token) {
         start(
-            [this, t = std::move(t)](std::stop_token st) mutable {
-                run_on_this_thread(t.handle(), std::move(st));
+            [this, t = std::move(t)](detail::stop_token st) mutable {
+                run_on_this_thread(t.handle(), st);
                 try {
                     t.handle().promise().take();
                 } catch (...) {
@@ -210,8 +210,8 @@ public:
     /// Resumes `h` with environment {loop, `token`}: everything it awaits completes on
     /// this thread, so it has finished when `resume()` returns.
     template <class P>
-    void run_on_this_thread(std::coroutine_handle<P> h, std::stop_token token) noexcept {
-        h.promise().env = {&core_, std::move(token)};
+    void run_on_this_thread(std::coroutine_handle<P> h, detail::stop_token token) noexcept {
+        h.promise().env = {&core_, token};
         h.resume();
         if (!h.done()) {
             std::fputs("weft: backend::blocking: a task suspended on something that is not a weft operation; "
@@ -234,13 +234,13 @@ public:
     /// Runs `op` as one blocking call on this thread (see the class comment): its result,
     /// `-ECANCELED` if `token` stopped it first, or -errno.
     template <class Op>
-    int perform(Op& op, int fd, interest dir, const std::stop_token& token) noexcept {
+    int perform(Op& op, int fd, interest dir, const detail::stop_token& token) noexcept {
         if (token.stop_requested()) return -ECANCELED;
         call c(*this, fd, dir);
         if (c.error < 0) return c.error;  // -EBUSY: another thread reads (or writes) this fd
         int r = 0;
         {
-            std::optional<std::stop_callback<interrupter>> cb;
+            std::optional<detail::stop_callback<interrupter>> cb;
             if (token.stop_possible()) cb.emplace(token, interrupter{this, &c});
             for (;;) {
                 if (c.cancelled.load(std::memory_order_acquire)) {
@@ -389,13 +389,13 @@ private:
 
     /// Forwards a stop request to a task thread's own stop source.
     struct stopper {
-        std::stop_source* target;
+        detail::stop_source* target;
         void operator()() const noexcept { target->request_stop(); }
     };
     /// One task thread.
     struct task_thread {
         std::thread thread;
-        std::stop_source stop;
+        detail::stop_source stop;  ///< its tasks' token (in place: a list node never moves)
         std::optional<std::stop_callback<stopper>> link;  ///< the spawner's token → `stop`
         std::atomic<bool>* done_flag = nullptr;
         bool done = false;

@@ -128,8 +128,9 @@ public:
     /// Before `close(fd)`: completes the fd's parked operations with `-ECANCELED` and
     /// stops watching it, so no stale event reaches a later socket with the same number.
     void detach(int fd) noexcept {
-        if (fd < 0 || static_cast<std::size_t>(fd) >= slots_.size()) return;
-        slot& s = slots_[static_cast<std::size_t>(fd)];
+        slot* found = slots_.find(fd);
+        if (!found) return;
+        slot& s = *found;
         for (detail::reactor_op* op : s.waiter) {
             if (op) {
                 unlink(*op);
@@ -144,18 +145,16 @@ public:
     /// readiness or not: for a local change the model may not report. (`sigio` gets no
     /// signal for the socket's own `shutdown(SHUT_RD)`, after which a read finds EOF.)
     void kick(int fd, interest dir) {
-        if (fd < 0 || static_cast<std::size_t>(fd) >= slots_.size()) return;
-        detail::reactor_op* op = slots_[static_cast<std::size_t>(fd)].waiter[index(dir)];
+        slot* s = slots_.find(fd);
+        if (!s) return;
+        detail::reactor_op* op = s->waiter[index(dir)];
         if (op && !op->deferred && !op->buffer_wait) defer(*op);
     }
 
     /// Edge-triggered: false while the fd is known to be drained in `dir`.
     bool should_try(int fd, interest dir) const noexcept {
         if constexpr (Demux::edge_triggered) {
-            if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size()) {
-                const slot& s = slots_[static_cast<std::size_t>(fd)];
-                return s.ready[index(dir)] || s.closed;
-            }
+            if (const slot* s = slots_.find(fd)) return s->ready[index(dir)] || s->closed;
         }
         return true;
     }
@@ -175,8 +174,7 @@ public:
     void note_drained(int fd, interest dir, bool eagain = true) noexcept {
         if (!eagain && !short_io_drains) return;
         if constexpr (Demux::edge_triggered) {
-            if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size())
-                slots_[static_cast<std::size_t>(fd)].ready[index(dir)] = false;
+            if (slot* s = slots_.find(fd)) s->ready[index(dir)] = false;
         }
     }
 
@@ -237,8 +235,9 @@ public:
     void wait(clock::duration timeout) {
         if (!deferred_.empty()) timeout = clock::duration::zero();
         int n = demux_.wait(timeout, [this](int fd, bool readable, bool writable, bool closed) noexcept {
-            if (fd < 0 || static_cast<std::size_t>(fd) >= slots_.size()) return;
-            slot& s = slots_[static_cast<std::size_t>(fd)];
+            slot* found = slots_.find(fd);
+            if (!found) return;
+            slot& s = *found;
             s.closed = s.closed || closed;
             if (readable) on_ready(fd, s, 0);
             if (writable) on_ready(fd, s, 1);
@@ -338,7 +337,7 @@ private:
 
     static std::size_t index(interest dir) noexcept { return static_cast<std::size_t>(dir); }
 
-    slot* grow(int fd) noexcept { return detail::fd_entry(slots_, fd); }
+    slot* grow(int fd) noexcept { return slots_.entry(fd); }
 
     /// Level-triggered: make sure the demux watches direction `d` of `fd`.
     int arm(int fd, slot& s, std::size_t d) noexcept {
@@ -438,8 +437,8 @@ private:
     };
 
     void unlink(detail::reactor_op& op) noexcept {
-        if (op.fd >= 0 && static_cast<std::size_t>(op.fd) < slots_.size()) {
-            slot& s = slots_[static_cast<std::size_t>(op.fd)];
+        if (slot* found = slots_.find(op.fd)) {
+            slot& s = *found;
             if (s.waiter[index(op.dir)] == &op) s.waiter[index(op.dir)] = nullptr;
         }
         if (op.deferred) {
@@ -470,7 +469,7 @@ private:
 
     detail::loop_core& core_;
     Demux demux_;
-    std::vector<slot> slots_;
+    detail::fd_table<slot> slots_;
     std::vector<detail::reactor_op*> deferred_;
     std::vector<detail::reactor_op*> retrying_;
     int wake_fd_ = -1;

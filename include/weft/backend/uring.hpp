@@ -686,8 +686,7 @@ private:
         std::uint8_t busy = 0;         ///< bit 0 a read, bit 1 a write in flight
     };
     fd_slot* find_slot(int fd) noexcept {
-        return fd >= 0 && static_cast<std::size_t>(fd) < slots_.size() ? &slots_[static_cast<std::size_t>(fd)]
-                                                                       : nullptr;
+        return slots_.find(fd);
     }
     /// Records `op` in flight on its fd and stamps it with the fd's generation: 0,
     /// `-EBUSY` if an operation of the same direction already is, or `-ENOMEM` when the
@@ -696,7 +695,7 @@ private:
     /// fd (a file-less op) needs no slot.
     int mark(detail::proactor_op& op) noexcept {
         if (op.fd < 0) return 0;
-        fd_slot* slot = detail::fd_entry(slots_, op.fd);
+        fd_slot* slot = slots_.entry(op.fd);
         if (!slot) return -ENOMEM;
         auto bit = static_cast<std::uint8_t>(1u << static_cast<unsigned>(op.dir));
         if (slot->busy & bit) return -EBUSY;
@@ -1218,7 +1217,7 @@ private:
     io_uring ring_{};
     feature_set features_;
     int wake_fd_ = -1;
-    std::vector<fd_slot> slots_;                          ///< per fd: busy bits and generation
+    detail::fd_table<fd_slot> slots_;                     ///< per fd: busy bits and generation
     std::vector<std::unique_ptr<multishot>> multishots_;  ///< multishot accept/recv state, per fd
     std::vector<std::unique_ptr<multishot>> closing_;     ///< detached states the kernel still refers to
     options opts_;

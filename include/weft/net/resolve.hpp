@@ -15,7 +15,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <stop_token>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -153,7 +152,7 @@ struct resolve_request {
     std::string host, service;
     resolve_options opts;
     std::mutex mutex;
-    std::condition_variable_any done_cv;  // thread-per-task loops wait on this
+    std::condition_variable done_cv;      // thread-per-task loops wait on this
     bool abandoned = false;               // the task left; under `mutex`
     bool done = false;                    // `value` is set; under `mutex`
     std::optional<result<std::vector<endpoint>>> value;
@@ -351,21 +350,35 @@ private:
 
     /// Thread per task: this thread waits for the resolver thread, and a stop request
     /// wakes it (the lookup goes on unseen).
-    bool wait_on_this_thread(const std::stop_token& token) {
+    bool wait_on_this_thread(const detail::stop_token& token) {
         try {
             detail::resolver_pool::instance().submit(req_);
         } catch (const std::system_error& e) {
             value_.emplace(e.code());
             return false;
         }
+        bool stopped = false;
+        detail::stop_callback<waker> wake(token, waker{req_.get(), &stopped});  // before the lock: it takes it
         std::unique_lock lock(req_->mutex);
-        if (req_->done_cv.wait(lock, token, [this] { return req_->done; }))
+        req_->done_cv.wait(lock, [&] { return req_->done || stopped; });
+        if (req_->done)
             value_.emplace(std::move(*req_->value));
         else
             value_.emplace(std::make_error_code(std::errc::operation_canceled));
         req_->abandoned = true;
         return false;
     }
+
+    /// A stop request wakes the thread waiting in `wait_on_this_thread`.
+    struct waker {
+        detail::resolve_request* req;
+        bool* stopped;
+        void operator()() const noexcept {
+            std::lock_guard lock(req->mutex);
+            *stopped = true;
+            req->done_cv.notify_all();
+        }
+    };
 
     void finish(result<std::vector<endpoint>> v, int res) noexcept {
         value_.emplace(std::move(v));
@@ -391,7 +404,7 @@ private:
     std::shared_ptr<detail::resolve_request> req_;
     detail::loop_core* loop_ = nullptr;
     std::optional<result<std::vector<endpoint>>> value_;
-    std::optional<std::stop_callback<canceller>> stop_;
+    std::optional<detail::stop_callback<canceller>> stop_;
 };
 
 /// Resolves `host` and `service` (`"localhost"`, `"7000"` or `"http"`) to endpoints,
