@@ -1,10 +1,11 @@
 // Benchmark echo server: echoes every byte, TCP_NODELAY, one loop thread.
 //
 //   echo_server --backend NAME [--port N] [--api auto|read_some|receive] [--multishot on|off]
+//               [--buffer-size BYTES]
 //
 // NAME is any backend of weft::all_backends, or `epoll_lt_eager` (the textbook
 // level-triggered interest policy, kept to measure epoll_lt's lazy one against it).
-// --api picks how sessions read: read_some into their own 16 KiB buffer, or receive()
+// --api picks how sessions read: read_some into their own buffer, or receive()
 // leases from the backend's provided buffers. `auto` (the default) is receive() on every
 // backend: on uring, multishot recv behind it needed 2-6% less CPU per message than
 // single-shot recv (docs/io-models.md); on epoll_et, poll and sigio it measured within
@@ -13,6 +14,11 @@
 // costs a poll() before each recv (the buffer is taken only once data is there).
 // --multishot off makes uring's receive() use one single-shot recv per call (to
 // measure what multishot recv buys).
+// --buffer-size sets read_some's buffer and the provided buffers' size. The default,
+// 64 KiB, is the C epoll server's read buffer: with 16 KiB (the library's default for
+// provided buffers) a connection with 16 x 4 KiB in flight took four reads and four
+// writes where the C server takes one of each, and epoll_et needed 1.65x its CPU per
+// message at 64 x 4096 B x depth 16 (1.06x with 64 KiB; benchmarks/results/bulk.md).
 // Prints "port N" once listening; runs until SIGINT/SIGTERM, then exits with 0.
 // `echo_server --list` prints one line per backend built in: its name, and
 // `fd_limit=N` when the backend refuses descriptors from N up (select's FD_SETSIZE), and
@@ -24,7 +30,9 @@
 #include <weft/weft.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
+#include <memory>
 #include <string>
 
 #include "args.hpp"
@@ -36,16 +44,17 @@ struct settings {
     std::uint16_t port = 0;
     bool receive = false;    ///< --api receive
     bool multishot = true;   ///< --multishot (uring's receive())
+    std::uint32_t buffer_size = 65536;  ///< --buffer-size
 };
 
 template <class B>
-weft::task<void> session(weft::tcp_stream<B> s) {
+weft::task<void> session(weft::tcp_stream<B> s, std::uint32_t size) {
     (void)s.set_nodelay();
-    std::array<char, 16384> buf;
+    auto buf = std::make_unique_for_overwrite<char[]>(size);  // once per connection
     for (;;) {
-        auto n = co_await s.read_some(buf);
+        auto n = co_await s.read_some(std::span(buf.get(), size));
         if (!n || *n == 0) co_return;
-        if (!co_await s.write_all(std::span(buf.data(), *n))) co_return;
+        if (!co_await s.write_all(std::span(buf.get(), *n))) co_return;
     }
 }
 
@@ -60,11 +69,11 @@ weft::task<void> receive_session(weft::tcp_stream<B> s) {
 }
 
 template <class B>
-weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener, bool receive) {
+weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener, bool receive, std::uint32_t size) {
     for (;;) {
         auto c = co_await listener.accept();
         if (c)
-            loop.spawn(receive ? receive_session(std::move(*c)) : session(std::move(*c)));
+            loop.spawn(receive ? receive_session(std::move(*c)) : session(std::move(*c), size));
         else if (c.error() == std::errc::operation_canceled)
             co_return;
         else
@@ -76,7 +85,7 @@ template <class B>
 typename B::options options_for(const settings& s) {
     typename B::options o;
     if constexpr (requires { o.multishot_recv; }) o.multishot_recv = s.multishot;
-    else (void)s;
+    if constexpr (requires { o.buffer_size; }) o.buffer_size = s.buffer_size;
     return o;
 }
 
@@ -91,7 +100,7 @@ int run(const settings& set) {
     std::printf("port %u\n", listener->local_endpoint().value().port());
     std::fflush(stdout);
     example::stop_on_signals(&loop);
-    loop.spawn(serve(loop, *listener, set.receive));
+    loop.spawn(serve(loop, *listener, set.receive, set.buffer_size));
     loop.run();
     example::stop_on_signals<weft::loop<B>>(nullptr);
     return 0;
@@ -125,6 +134,14 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "error: --multishot must be on or off, not '%s'\n", multishot.c_str());
         return 2;
     }
+    std::string size = args.get("--buffer-size").value_or("65536");
+    char* end = nullptr;
+    const unsigned long bytes = std::strtoul(size.c_str(), &end, 10);
+    if (size.empty() || *end != '\0' || bytes < 64 || bytes > (1u << 24)) {
+        std::fprintf(stderr, "error: --buffer-size must be a byte count from 64 to 16777216, not '%s'\n", size.c_str());
+        return 2;
+    }
+    set.buffer_size = static_cast<std::uint32_t>(bytes);
     set.receive = api != "read_some";
     set.multishot = multishot == "on";
     using measured = weft::backend_list<weft::backend::epoll_lt_eager>;

@@ -151,9 +151,10 @@ public:
         auto h = t.handle();
         if constexpr (threaded) {  // the task gets a thread; this one runs posts meanwhile
             std::atomic<bool> done{false};
-            std::stop_source stop;
-            backend_.start([this, h](detail::stop_token st) { backend_.run_on_this_thread(h, st); },
-                           stop.get_token(), &done);
+            // The thread's own stop source: its record is reaped only by step() on this
+            // thread, after `done`, so it outlives every request made here.
+            detail::stop_source& stop = backend_.start(
+                [this, h](detail::stop_token st) { backend_.run_on_this_thread(h, st); }, {}, &done);
             bool cancelled = false;
             while (!done.load(std::memory_order_acquire)) {
                 if (stop_requested_.exchange(false, std::memory_order_acq_rel)) {

@@ -170,8 +170,10 @@ public:
 
     /// Runs `body(stop_token)` on a new thread; `token` (and the backend's teardown)
     /// stops the token it gets. `done`, if given, is set when the body has returned.
+    /// Returns the thread's stop source, which lives until the thread is reaped (on the
+    /// loop thread, after `done`).
     template <class Body>
-    void start(Body body, std::stop_token token, std::atomic<bool>* done = nullptr) {
+    detail::stop_source& start(Body body, std::stop_token token, std::atomic<bool>* done = nullptr) {
         std::lock_guard lk(threads_mutex_);
         task_thread& rec = threads_.emplace_back();
         rec.done_flag = done;
@@ -189,6 +191,7 @@ public:
             threads_.pop_back();
             throw;
         }
+        return rec.stop;
     }
 
     /// `loop::spawn`: runs `t` on a thread of its own with stop token `token`. An
