@@ -16,6 +16,11 @@
 /// on threads of their own, and a callback may be registered, run and removed on
 /// different threads. Deregistering a callback that another thread is running waits
 /// until it has returned; a callback that destroys itself while it runs is allowed.
+///
+/// Unlike the standard source (whose state is reference-counted), this one must outlive
+/// its `request_stop()`: a callback may not destroy the source it runs from. weft's
+/// callbacks never do: a cancelled operation is completed into the loop's ready queue,
+/// never resumed from inside the callback.
 #pragma once
 
 #include <pthread.h>
