@@ -180,22 +180,30 @@ weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener, wef
         st.draining = true;
         for (auto* s : st.sessions) (void)s->shutdown(SHUT_RD);
     }
+    // Then wait for the cancelled ones to end too: on `blocking` a session is a thread
+    // that runs on until its next operation sees the cancel, and it uses `st`.
     auto deadline = weft::clock::now() + 4s;
+    bool cancelled = false;
     for (;;) {
         {
             std::lock_guard lock(st.mutex);
             if (st.sessions.empty()) break;
         }
-        if (weft::clock::now() >= deadline) {
+        if (!cancelled && weft::clock::now() >= deadline) {
             cancel_sessions.request_stop();
-            break;
+            cancelled = true;
         }
+        if (weft::clock::now() >= deadline + 1s) break;  // the loop's teardown ends the rest
         (void)co_await weft::sleep_for(5ms);
     }
 }
 
 template <class B>
 int run(const std::string& listen, std::chrono::seconds idle) {
+    // The state outlives the loop: destroying the loop stops and joins `blocking`'s
+    // session threads, which use it until they end.
+    server_state<B> st;
+    st.idle_timeout = idle;
     weft::loop<B> loop;
     auto listener = weft::tcp_listener<B>::bind(loop, listen);
     if (!listener) {
@@ -214,8 +222,6 @@ int run(const std::string& listen, std::chrono::seconds idle) {
         std::fprintf(stderr, "error: signals: %s\n", signals.error().message().c_str());
         return 1;
     }
-    server_state<B> st;
-    st.idle_timeout = idle;
     std::printf("listening on %s\n", where.to_string().c_str());
     std::fflush(stdout);
     loop.run(serve(loop, *listener, *udp, *signals, st));

@@ -15,6 +15,9 @@
 
 #include "core.hpp"
 
+/// @def WEFT_ASAN
+/// 1 when compiled with AddressSanitizer (g++ or clang), else 0: the frame cache then
+/// poisons the blocks it keeps, so a use of a destroyed frame is still reported.
 #if defined(__SANITIZE_ADDRESS__)
 #define WEFT_ASAN 1
 #elif defined(__has_feature)
