@@ -30,7 +30,6 @@
 #include <weft/weft.hpp>
 
 #include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <string>
@@ -134,14 +133,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "error: --multishot must be on or off, not '%s'\n", multishot.c_str());
         return 2;
     }
-    std::string size = args.get("--buffer-size").value_or("65536");
-    char* end = nullptr;
-    const unsigned long bytes = std::strtoul(size.c_str(), &end, 10);
-    if (size.empty() || *end != '\0' || bytes < 64 || bytes > (1u << 24)) {
-        std::fprintf(stderr, "error: --buffer-size must be a byte count from 64 to 16777216, not '%s'\n", size.c_str());
-        return 2;
-    }
-    set.buffer_size = static_cast<std::uint32_t>(bytes);
+    set.buffer_size = static_cast<std::uint32_t>(
+        example::number_or_exit("--buffer-size", args.get("--buffer-size").value_or("65536"), 64, 1u << 24));
     set.receive = api != "read_some";
     set.multishot = multishot == "on";
     using measured = weft::backend_list<weft::backend::epoll_lt_eager>;

@@ -455,7 +455,7 @@ struct op_record {
     /// A hosted frame's token: tasks watch weft's own stop source, which `root_link`
     /// forwards `stop`'s request to (declared after the source: removed first).
     weft::detail::stop_source root_stop;
-    std::optional<std::stop_callback<weft::detail::forward_stop>> root_link;
+    std::optional<std::stop_callback<weft::detail::request_stop_on>> root_link;
 
     // Set by the operation (under program::mu_ when tasks are threads).
     int completions = 0;
@@ -786,7 +786,7 @@ private:
              (r.root ? " (hosted)" : " (spawned)"));
         if (r.root) {
             root_frame f = host(std::move(t));
-            r.root_link.emplace(r.stop.get_token(), weft::detail::forward_stop{&r.root_stop});
+            r.root_link.emplace(r.stop.get_token(), weft::detail::request_stop_on{&r.root_stop});
             f.h.promise().env = {&*loop_, r.root_stop.get_token()};
             r.frame = f.h;
             f.h.resume();  // as loop::run starts its task

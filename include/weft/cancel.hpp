@@ -36,18 +36,11 @@ struct join_counter {
 
 /// A child coroutine of a join: runs with the join's environment and reports to its counter.
 struct join_child {
-    struct promise_type {
+    struct promise_type : frame_cached {
         task_env env;
         join_counter* counter = nullptr;
         stop_source* stop_on_error = nullptr;  ///< siblings are cancelled when this child throws
         std::exception_ptr error;
-        /// Frames from the thread's frame cache (see `frame_cache`): no allocation per
-        /// use once warm.
-        [[gnu::always_inline]] static void* operator new(std::size_t n) { return frame_cache::allocate(n); }
-        /// Back to the frame cache.
-        [[gnu::always_inline]] static void operator delete(void* p, std::size_t n) noexcept {
-            frame_cache::deallocate(p, n);
-        }
 
         join_child get_return_object() noexcept { return {std::coroutine_handle<promise_type>::from_promise(*this)}; }
         std::suspend_always initial_suspend() const noexcept { return {}; }
@@ -153,12 +146,6 @@ private:
 /// The value type a child produces inside a combinator's result.
 template <class A>
 using child_value_t = std::conditional_t<std::is_void_v<awaited_t<A>>, std::monostate, awaited_t<A>>;
-
-/// Requests stop on `target` (a stop callback's function).
-struct request_stop_on {
-    stop_source* target;
-    void operator()() const noexcept { target->request_stop(); }
-};
 
 /// A stop source that follows `parent`: stopping the parent stops it too. In place, like
 /// its callback: a combinator allocates nothing for its cancellation.

@@ -21,26 +21,13 @@
 namespace weft {
 namespace detail {
 
-/// Forwards a `std::stop_token`'s stop request to weft's stop source.
-struct forward_stop {
-    stop_source* target;
-    void operator()() const noexcept { target->request_stop(); }
-};
-
 /// The frame that owns a spawned task: started from the ready queue, destroyed by
 /// itself when the task ends, or by the loop if the loop dies first.
 struct spawned_frame {
-    struct promise_type : spawn_link {
+    struct promise_type : spawn_link, frame_cached {
         task_env env;
         op_base start;  ///< queued once to start the body on the loop thread
         std::exception_ptr escaped;
-        /// Frames from the thread's frame cache (see `frame_cache`): no allocation per
-        /// use once warm.
-        [[gnu::always_inline]] static void* operator new(std::size_t n) { return frame_cache::allocate(n); }
-        /// Back to the frame cache.
-        [[gnu::always_inline]] static void operator delete(void* p, std::size_t n) noexcept {
-            frame_cache::deallocate(p, n);
-        }
         /// A frame destroyed before its first turn takes its start out of the ready queue.
         ~promise_type() {
             if (env.loop) env.loop->unqueue(start);
@@ -99,7 +86,7 @@ struct use_token {
 /// the promise is destroyed before the parameter copies.)
 inline spawned_frame run_spawned_linked(task<void> t, std::stop_token token) {
     stop_source own;
-    std::stop_callback<forward_stop> link(std::move(token), forward_stop{&own});
+    std::stop_callback<request_stop_on> link(std::move(token), request_stop_on{&own});
     task<void> body = std::move(t);
     co_await use_token{own.get_token()};
     co_await std::move(body);

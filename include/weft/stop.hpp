@@ -195,6 +195,14 @@ inline void stop_callback_base::detach() noexcept {
     while (!done_.load(std::memory_order_acquire)) done_.wait(false, std::memory_order_acquire);
 }
 
+/// A stop callback's function that requests stop on another source: links a child
+/// source to its parent (combinators), or a `std::stop_token` to weft's own (spawn,
+/// `with_stop_token`, `blocking`'s task threads).
+struct request_stop_on {
+    stop_source* target;
+    void operator()() const noexcept { target->request_stop(); }
+};
+
 /// Runs `F` when stop is requested on the token's source (at once if it already was);
 /// after its destructor returns, `F` is not running and never will. Neither copied nor
 /// moved: the source links to it.

@@ -152,9 +152,9 @@ public:
     /// A block of at least `n` bytes.
     static void* allocate(std::size_t n) {
         const std::size_t c = class_of(n);
-        ++local().handed_out_;
+        frame_cache& self = local();
+        ++self.handed_out_;
         if (c < classes) {
-            frame_cache& self = local();
             if (!self.closed_) {
                 if (node* b = self.free_[c]) {
                     unpoison(b, (c + 1) * granule);
@@ -170,9 +170,9 @@ public:
     /// Takes back a block `allocate(n)` returned.
     static void deallocate(void* p, std::size_t n) noexcept {
         const std::size_t c = class_of(n);
-        ++local().taken_back_;
+        frame_cache& self = local();
+        ++self.taken_back_;
         if (c < classes) {
-            frame_cache& self = local();
             if (!self.closed_ && self.count_[c] < max_per_class) {
                 node* b = ::new (p) node{self.free_[c]};
                 self.free_[c] = b;
@@ -232,6 +232,18 @@ private:
     bool closed_ = false;
     std::size_t handed_out_ = 0;
     std::size_t taken_back_ = 0;
+};
+
+/// A base for the promises of weft's internal coroutines (spawn frames, combinator
+/// children): their frames come from the thread's `frame_cache`, so none is allocated
+/// per use once warm. (Tasks add a header for `frame_arena`: `task_promise_base`.)
+struct frame_cached {
+    /// A frame from the cache.
+    [[gnu::always_inline]] static void* operator new(std::size_t n) { return frame_cache::allocate(n); }
+    /// Back to the cache.
+    [[gnu::always_inline]] static void operator delete(void* p, std::size_t n) noexcept {
+        frame_cache::deallocate(p, n);
+    }
 };
 
 /// The part of a task's promise that does not depend on `T`.

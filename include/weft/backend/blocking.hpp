@@ -177,7 +177,7 @@ public:
         std::lock_guard lk(threads_mutex_);
         task_thread& rec = threads_.emplace_back();
         rec.done_flag = done;
-        if (token.stop_possible()) rec.link.emplace(token, stopper{&rec.stop});
+        if (token.stop_possible()) rec.link.emplace(token, detail::request_stop_on{&rec.stop});
         if (stopping_) rec.stop.request_stop();
         live_.fetch_add(1, std::memory_order_relaxed);
         try {
@@ -390,16 +390,11 @@ private:
         std::condition_variable returned;
     };
 
-    /// Forwards a stop request to a task thread's own stop source.
-    struct stopper {
-        detail::stop_source* target;
-        void operator()() const noexcept { target->request_stop(); }
-    };
     /// One task thread.
     struct task_thread {
         std::thread thread;
         detail::stop_source stop;  ///< its tasks' token (in place: a list node never moves)
-        std::optional<std::stop_callback<stopper>> link;  ///< the spawner's token → `stop`
+        std::optional<std::stop_callback<detail::request_stop_on>> link;  ///< the spawner's token → `stop`
         std::atomic<bool>* done_flag = nullptr;
         bool done = false;
     };
