@@ -274,6 +274,60 @@ def timed_run(server, cell, seconds, warmup):
             log(f"   warning: {server.name} exited with {status} on SIGTERM")
 
 
+# Library options measured on and off: (backend, option) -> (echo_server arguments for
+# on, for off, what the option is). The runs rotate the two and use the target cells.
+OPTION_VARIANTS = {
+    ("uring", ".fixed_files"): (["--fixed-files", "on"], ["--fixed-files", "off"],
+                                "sockets in the ring's registered file table, every operation with "
+                                "IOSQE_FIXED_FILE (off by default)"),
+}
+
+
+def measure_options(servers, cells, seconds, args):
+    """Server CPU per message with each library option of OPTION_VARIANTS on and off, on
+    the target cells in this run: medians of rotated runs, and the geometric mean of the
+    per-cell ratios (on over off)."""
+    results = {}
+    tcells = [c for c in TARGET_CELLS if c in cells]
+    for (backend, option), (on, off, about) in OPTION_VARIANTS.items():
+        srv = next((s for s in servers if s.name == backend), None)
+        if srv is None or not tcells:
+            continue
+        log(f"== {backend} {option} on and off")
+        variants = {"on": Server(f"{backend}+{option}", "weft", srv.argv + on),
+                    "off": Server(backend, "weft", srv.argv + off)}
+        rows, errors = {}, []
+        for cell in tcells:
+            got = {"on": [], "off": []}
+            for rep in range(args.reps):
+                for which in (("on", "off") if rep % 2 == 0 else ("off", "on")):
+                    try:
+                        got[which].append(timed_run(variants[which], cell, seconds, args.warmup)["cpu_us_per_msg"])
+                    except (RuntimeError, OSError) as e:
+                        errors.append(f"error: {backend} {option} {which} {cell_name(cell)}: {e}")
+            if got["on"] and got["off"]:
+                rows[cell] = (median(got["on"]), median(got["off"]))
+                log(f"   {cell_name(cell):16} on {rows[cell][0]:.3f}  off {rows[cell][1]:.3f} us/msg")
+        ratio = geomean([a / b for a, b in rows.values()]) if rows else None
+        results[(backend, option)] = {"about": about, "cells": rows, "ratio": ratio, "errors": errors}
+    return results
+
+
+def render_options(options):
+    lines = ["## Library options, on and off", "",
+             "Server CPU per message (µs) with each option on and off, medians of rotated runs on the target "
+             "cells; the ratio is the geometric mean of on ÷ off. An option stays on by default only if it pays.",
+             ""]
+    for (backend, option), r in options.items():
+        lines += [f"`{backend}` `{option}`: {r['about']}.", "", "| cell | on | off | on ÷ off |", "|---|---:|---:|---:|"]
+        for cell, (on, off) in r["cells"].items():
+            lines.append(f"| {cell_name(cell)} | {on:.3f} | {off:.3f} | {on / off:.3f} |")
+        lines.append(f"| geometric mean | | | {fmt(r['ratio'], 3)} |")
+        lines += [f"- {e}" for e in r["errors"]]
+        lines.append("")
+    return lines
+
+
 def fixed_counts(cell):
     """Two message counts for the differential runs: large enough that the per-message
     part dominates, and at least twice what is in flight at once."""
@@ -513,7 +567,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1, help="warm-up seconds per run (default 1)")
     ap.add_argument("--out", help="output directory (default build/bench; with --full benchmarks/results)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
-    ap.add_argument("--skip", default="", help="comma-separated: syscalls,rss,callgrind,compile,plots")
+    ap.add_argument("--skip", default="", help="comma-separated: syscalls,rss,callgrind,options,compile,plots")
     args = ap.parse_args()
 
     only = set(args.servers.split(",")) if args.servers else set()
@@ -630,6 +684,10 @@ def main():
                         ir[key] = f"error: {e}"
                         log(f"   {key:36} error: {e}")
 
+    options = {}
+    if "options" not in skip:
+        options = measure_options(servers, cells, seconds, args)
+
     compile_rows = []
     if "compile" not in skip:
         log("== compile time and binary size")
@@ -642,7 +700,7 @@ def main():
     write_csv(out, runs, summary)
     plots = [] if "plots" in skip else make_plots(out, summary, servers, cells)
     report = render_report(args, started, seconds, cells, servers, skipped, perf_problem, summary, rss, ir,
-                           profiles, compile_rows, plots)
+                           profiles, compile_rows, plots, options)
     # The file benchmark (benchmarks/file_bench.py) keeps its report in files/ under the
     # same directory; a rerun of this comparison keeps pointing at it.
     files_report = out / "files" / "REPORT.md"
@@ -653,6 +711,7 @@ def main():
     log(f"\nreport: {out / 'REPORT.md'}")
     errors = [r for r in runs if r.get("error", "").startswith("error")] + counted_errors
     errors += [v for v in list(rss.values()) + list(ir.values()) if isinstance(v, str) and v.startswith("error")]
+    errors += [e for rows in options.values() for e in rows.get("errors", [])]
     if errors:
         log(f"{len(errors)} run(s) failed; see the report")
         return 1
@@ -800,7 +859,7 @@ def verdict(value, limit):
     return "met" if value <= limit else "**missed**"
 
 
-def render_targets(summary, servers, cells, rss, ir, compile_rows):
+def render_targets(summary, servers, cells, rss, ir, compile_rows, options=None):
     names = {s.name for s in servers}
     tcells = [c for c in TARGET_CELLS if c in cells]
     out = [f"Judged on the cells the targets name, {', '.join(cell_name(c) for c in tcells) or '(none in this run)'} "
@@ -818,19 +877,29 @@ def render_targets(summary, servers, cells, rss, ir, compile_rows):
         add(f"uring CPU/msg ÷ best of Asio-epoll, libuv, Tokio ({best})", ratio_line(summary, tcells, "uring", best)[0],
             0.95)
     if "uring" in names and "c_uring" in names:
-        add("uring CPU/msg ÷ C liburing", ratio_line(summary, tcells, "uring", "c_uring")[0], 1.05)
+        add("uring CPU/msg ÷ C liburing", ratio_line(summary, tcells, "uring", "c_uring")[0], 0.95)
     if "c_uring" in names and peers:
         best = max(peers, key=lambda p: ratio_line(summary, tcells, "c_uring", p)[0] or 0)
         out.append(f"| (calibration) C liburing CPU/msg ÷ {best} | {fmt(ratio_line(summary, tcells, 'c_uring', best)[0], 3)}"
                    " | about 0.88 expected | |")
     if "c_epoll" in names:
         if "epoll_et" in names:
-            add("epoll_et CPU/msg ÷ C epoll (ET)", ratio_line(summary, tcells, "epoll_et", "c_epoll")[0], 1.02)
+            add("epoll_et CPU/msg ÷ C epoll (ET)", ratio_line(summary, tcells, "epoll_et", "c_epoll")[0], 1.0)
         for other in ("epoll_lt", "poll", "select", "sigio", "spin", "blocking"):
             if other in names:
                 v = ratio_line(summary, tcells, other, "c_epoll")[0]
                 out.append(f"| {other} CPU/msg ÷ C epoll (ET) (no C loop of its own model: see below) | {fmt(v, 3)} "
                            f"| reported | |")
+    bulk = (64, 4096, 16)
+    if bulk in cells and "c_epoll" in names:
+        for b in ("epoll_et", "uring"):
+            if b in names:
+                add(f"{b} CPU/msg ÷ C epoll (ET) at {cell_name(bulk)} (bulk)",
+                    ratio_line(summary, [bulk], b, "c_epoll")[0], 1.15)
+    for (backend, option), rows in (options or {}).items():
+        if rows.get("ratio") is not None:
+            out.append(f"| {backend} with `{option}` ÷ without, CPU/msg (kept only if it pays) | "
+                       f"{fmt(rows['ratio'], 3)} | reported | |")
     for srv in servers:
         if srv.family != "weft":
             continue
@@ -900,7 +969,7 @@ its user-space instructions go):
 
 
 def render_report(args, started, seconds, cells, servers, skipped, perf_problem, summary, rss, ir, profiles,
-                  compile_rows, plots):
+                  compile_rows, plots, options=None):
     def sh(cmd):
         try:
             return subprocess.run(cmd, capture_output=True, text=True, shell=True).stdout.strip()
@@ -996,7 +1065,10 @@ def render_report(args, started, seconds, cells, servers, skipped, perf_problem,
             lines.append(f"| {r['source']} | {r['compile_s']:.2f} | {r.get('front_end_s', 0):.2f} | "
                          f"{r['binary_bytes']:,} | {r['stripped_bytes']:,} |")
         lines.append("")
-    lines += ["## Targets", "", render_targets(summary, servers, cells, rss, ir, compile_rows), "", STRUCTURAL, ""]
+    if options:
+        lines += render_options(options)
+    lines += ["## Targets", "", render_targets(summary, servers, cells, rss, ir, compile_rows, options), "",
+              STRUCTURAL, ""]
     bound = [f"{cell_name(c)}: {s.name}" for c in cells for s in servers
              if summary[(c, s.name)].get("client_bound")]
     lines += ["## Client-bound cells", "",

@@ -232,9 +232,9 @@ weft::task<void> close_reader(weft::loop<B>& loop, tcp_pair<B>& p, phase when, r
 }
 
 template <class B>
-void read_side_case(read_kind k, phase when) {
+void read_side_case(read_kind k, phase when, typename B::options opts = {}) {
     INFO(name_of(k) << ", closed " << name_of(when));
-    weft::loop<B> loop;
+    weft::loop<B> loop(opts);
     read_outcome out;
     run_bounded(loop, [&]() -> weft::task<void> {
         auto p = co_await make_pair(loop);
@@ -316,9 +316,9 @@ weft::task<void> close_writer(weft::loop<B>& loop, tcp_pair<B>& p, phase when, s
 }
 
 template <class B>
-void write_side_case(write_kind k, phase when) {
+void write_side_case(write_kind k, phase when, typename B::options opts = {}) {
     INFO(name_of(k) << ", closed " << name_of(when));
-    weft::loop<B> loop;
+    weft::loop<B> loop(opts);
     write_outcome out;
     const std::string data(big, 'o');
     run_bounded(loop, [&]() -> weft::task<void> {
@@ -379,6 +379,24 @@ TEMPLATE_TEST_CASE("fd reuse: a write closed under it sends nothing to the socke
                          write_kind::send_file})
         for (phase when : phases_for<TestType>()) write_side_case<TestType>(k, when);
 }
+
+#if WEFT_HAS_URING
+// The registered file table holds each socket at the slot of its number: the old
+// socket's operations, and the table's own reference, must be gone before the number
+// (and the slot) belong to the next socket.
+TEST_CASE("fd reuse on uring with a registered file table: reads and writes closed under them",
+          "[lifetime][fd-reuse][uring]") {
+    using uring = weft::backend::uring;
+    WEFT_REQUIRE_BACKEND(uring);
+    const uring::options fixed{.fixed_files = true};
+    for (read_kind k : {read_kind::read_some, read_kind::read_exact, read_kind::readv, read_kind::receive,
+                        read_kind::wait_readable})
+        for (phase when : phases_for<uring>()) read_side_case<uring>(k, when, fixed);
+    for (write_kind k : {write_kind::write_some, write_kind::write_all, write_kind::writev_all, write_kind::wait_writable,
+                         write_kind::send_file})
+        for (phase when : phases_for<uring>()) write_side_case<uring>(k, when, fixed);
+}
+#endif
 
 TEMPLATE_TEST_CASE("fd reuse: an accept closed under it leaves the listener that takes its number alone",
                    "[lifetime][fd-reuse]", WEFT_TEST_BACKENDS) {

@@ -2,7 +2,9 @@
 #include <optional>
 #include <thread>
 
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "helpers.hpp"
 #include "receive_scenarios.hpp"
@@ -61,24 +63,127 @@ TEST_CASE("uring: features are probed and can be switched off", "[uring]") {
     WARN("uring features: defer_taskrun=" << f.defer_taskrun << " coop_taskrun=" << f.coop_taskrun
                                           << " registered_ring_fd=" << f.registered_ring_fd << " sq=" << f.sq_entries
                                           << " cq=" << f.cq_entries << " multishot_accept=" << f.multishot_accept
-                                          << " multishot_recv=" << f.multishot_recv);
+                                          << " multishot_recv=" << f.multishot_recv
+                                          << " fixed_file_slots=" << f.fixed_file_slots);
     weft::loop<uring> plain(uring::options{.defer_taskrun = false,
                                            .coop_taskrun = false,
                                            .register_ring_fd = false,
                                            .multishot_accept = false,
-                                           .multishot_recv = false});
+                                           .multishot_recv = false,
+                                           .fixed_files = false});
     auto g = plain.backend().features();
     REQUIRE_FALSE(g.defer_taskrun);
     REQUIRE_FALSE(g.coop_taskrun);
     REQUIRE_FALSE(g.registered_ring_fd);
     REQUIRE_FALSE(g.multishot_accept);
     REQUIRE_FALSE(g.multishot_recv);
+    REQUIRE(g.fixed_file_slots == 0);
+    REQUIRE(f.fixed_file_slots == 0);  // off by default (it did not pay: see uring::options)
+    weft::loop<uring> fixed(uring::options{.fixed_files = true});
+    WARN("registered file table: " << fixed.backend().features().fixed_file_slots << " slots");
     // Both still work.
     auto ok = plain.run([]() -> weft::task<bool> {
         auto r = co_await weft::sleep_for(1ms);
         co_return static_cast<bool>(r);
     }());
     REQUIRE(ok);
+}
+
+// The registered file table holds a reference to each socket in it: a close that left
+// the slot filled would keep the connection open (no FIN) and the old socket reachable
+// through the slot. Each check below failed before detach emptied the slot.
+TEST_CASE("uring: sockets in the registered file table close at once, and a reused number is the new socket",
+          "[uring][lifetime]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    for (bool multishot : {true, false}) {
+        INFO("multishot " << multishot);
+        weft::loop<uring> loop(
+            uring::options{.multishot_accept = multishot, .multishot_recv = multishot, .fixed_files = true});
+        if (loop.backend().features().fixed_file_slots == 0) {
+            WARN("no registered file table on this kernel");
+            return;
+        }
+        run_bounded(loop, [&]() -> weft::task<void> {
+            auto a = co_await make_pair(loop);
+            REQUIRE(loop.backend().fixed_file(a.server.native_handle()));
+            REQUIRE(loop.backend().fixed_file(a.client.native_handle()));
+            // Traffic both ways, through read_some and receive().
+            CO_REQUIRE(co_await a.client.write_all(std::string_view("ping")));
+            char b[8];
+            CO_REQUIRE(co_await a.server.read_exact(std::span(b, 4)));
+            CO_REQUIRE(co_await a.server.write_all(std::string_view("pong")));
+            auto lease = co_await a.client.receive();
+            CO_REQUIRE(lease);
+            REQUIRE(std::string_view(reinterpret_cast<const char*>(lease->bytes().data()), lease->size()) == "pong");
+            // A read in flight, then close: the read ends cancelled, the peer sees the FIN
+            // now (not when the slot is next reused), and the slot is empty.
+            const int number = a.server.native_handle();
+            auto reader = [](weft::tcp_stream<uring>& s) -> weft::task<int> {
+                char c[1];
+                auto r = co_await s.read_some(c);
+                co_return r ? 1 : (r.error() == std::errc::operation_canceled ? 2 : 3);
+            }(a.server);
+            auto closer = [](weft::tcp_stream<uring>& s) -> weft::task<bool> {
+                (void)co_await weft::sleep_for(5ms);
+                co_return static_cast<bool>(s.close());
+            }(a.server);
+            auto [read, closed] = co_await weft::when_all(std::move(reader), std::move(closer));
+            REQUIRE(closed);
+            REQUIRE(read == 2);
+            REQUIRE_FALSE(loop.backend().fixed_file(number));
+            auto eof = co_await weft::with_timeout(a.client.read_some(std::span(b, 1)), 2s);
+            CO_REQUIRE(eof);
+            REQUIRE(*eof == 0);
+            // The next socket takes the number and the slot; its bytes are its own.
+            auto c = co_await make_pair(loop);
+            const bool reused = c.server.native_handle() == number || c.client.native_handle() == number;
+            REQUIRE(reused);
+            REQUIRE(loop.backend().fixed_file(number));
+            CO_REQUIRE(co_await c.client.write_all(std::string_view("abc")));
+            CO_REQUIRE(co_await c.server.read_exact(std::span(b, 3)));
+            REQUIRE(std::string_view(b, 3) == "abc");
+        }());
+    }
+}
+
+TEST_CASE("uring: a socket past the registered file table works through its fd", "[uring]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+    if (old.rlim_cur < 128) {
+        WARN("needs an fd limit of at least 128");
+        return;
+    }
+    std::optional<weft::loop<uring>> loop;
+    {  // the table is sized by the soft limit when the ring is created
+        rlimit low = old;
+        low.rlim_cur = 64;
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+        loop.emplace(uring::options{.fixed_files = true});
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+    }
+    if (loop->backend().features().fixed_file_slots == 0) {
+        WARN("no registered file table on this kernel");
+        return;
+    }
+    REQUIRE(loop->backend().features().fixed_file_slots == 64);
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    REQUIRE(::dup2(sv[0], 100) == 100);  // past the table
+    ::close(sv[0]);
+    auto s = weft::unix_stream<uring>::adopt(loop->backend(), 100).value();
+    REQUIRE_FALSE(loop->backend().fixed_file(100));
+    REQUIRE(::write(sv[1], "hi", 2) == 2);
+    run_bounded(*loop, [&]() -> weft::task<void> {
+        char b[2];
+        CO_REQUIRE(co_await s.read_exact(std::span(b, 2)));
+        REQUIRE(std::string_view(b, 2) == "hi");
+        CO_REQUIRE(co_await s.write_all(std::string_view("ok")));
+    }());
+    char b[2];
+    REQUIRE(::read(sv[1], b, 2) == 2);
+    REQUIRE(s.close());
+    ::close(sv[1]);
 }
 
 #endif

@@ -88,6 +88,7 @@ struct proactor_op : op_base {
     bool held = false;              ///< waiting in backend state, not in the kernel (accept, buffers)
     bool uses_buffers = false;      ///< receives into the backend's provided buffers
     bool buffer_woken = false;      ///< resubmitted because a provided buffer came back
+    bool fixed = false;             ///< its fd is in the ring's registered file table (slot = fd number)
     std::uint32_t generation = 0;   ///< the fd's generation when submitted: a later one means "closed since"
     std::uint8_t cancels_out = 0;   ///< async cancels of it whose completion has not arrived (they name it)
 };
