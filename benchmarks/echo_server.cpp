@@ -1,7 +1,7 @@
 // Benchmark echo server: echoes every byte, TCP_NODELAY, one loop thread.
 //
 //   echo_server --backend NAME [--port N] [--api auto|read_some|receive] [--multishot on|off]
-//               [--buffer-size BYTES] [--fixed-files on|off]
+//               [--buffer-size BYTES] [--fixed-files on|off] [--incremental-buffers on|off]
 //
 // NAME is any backend of weft::all_backends, or `epoll_lt_eager` (the textbook
 // level-triggered interest policy, kept to measure epoll_lt's lazy one against it).
@@ -16,6 +16,8 @@
 // measure what multishot recv buys).
 // --fixed-files on puts uring's sockets in the ring's registered file table (to measure
 // what IOSQE_FIXED_FILE buys; off, the library's default).
+// --incremental-buffers off makes uring's receive() take a whole provided buffer per
+// completion (to measure what incremental consumption buys; on, the library's default).
 // --buffer-size sets read_some's buffer and the provided buffers' size. The default,
 // 64 KiB, is the C epoll server's read buffer: with 16 KiB (the library's default for
 // provided buffers) a connection with 16 x 4 KiB in flight took four reads and four
@@ -46,6 +48,7 @@ struct settings {
     bool receive = false;    ///< --api receive
     bool multishot = true;   ///< --multishot (uring's receive())
     bool fixed_files = false; ///< --fixed-files (uring's registered file table)
+    bool incremental = true;  ///< --incremental-buffers (uring's provided buffers)
     std::uint32_t buffer_size = 65536;  ///< --buffer-size
 };
 
@@ -88,6 +91,7 @@ typename B::options options_for(const settings& s) {
     typename B::options o;
     if constexpr (requires { o.multishot_recv; }) o.multishot_recv = s.multishot;
     if constexpr (requires { o.fixed_files; }) o.fixed_files = s.fixed_files;
+    if constexpr (requires { o.incremental_buffers; }) o.incremental_buffers = s.incremental;
     if constexpr (requires { o.buffer_size; }) o.buffer_size = s.buffer_size;
     return o;
 }
@@ -130,6 +134,7 @@ int main(int argc, char** argv) {
     std::string api = args.get("--api").value_or("auto");
     std::string multishot = args.get("--multishot").value_or("on");
     std::string fixed_files = args.get("--fixed-files").value_or("off");
+    std::string incremental = args.get("--incremental-buffers").value_or("on");
     if (api != "auto" && api != "read_some" && api != "receive") {
         std::fprintf(stderr, "error: --api must be auto, read_some or receive, not '%s'\n", api.c_str());
         return 2;
@@ -143,6 +148,11 @@ int main(int argc, char** argv) {
         return 2;
     }
     set.fixed_files = fixed_files == "on";
+    if (incremental != "on" && incremental != "off") {
+        std::fprintf(stderr, "error: --incremental-buffers must be on or off, not '%s'\n", incremental.c_str());
+        return 2;
+    }
+    set.incremental = incremental == "on";
     set.buffer_size = static_cast<std::uint32_t>(
         example::number_or_exit("--buffer-size", args.get("--buffer-size").value_or("65536"), 64, 1u << 24));
     set.receive = api != "read_some";

@@ -280,6 +280,9 @@ OPTION_VARIANTS = {
     ("uring", ".fixed_files"): (["--fixed-files", "on"], ["--fixed-files", "off"],
                                 "sockets in the ring's registered file table, every operation with "
                                 "IOSQE_FIXED_FILE (off by default)"),
+    ("uring", ".incremental_buffers"): (["--incremental-buffers", "on"], ["--incremental-buffers", "off"],
+                                        "provided buffers consumed incrementally (IOU_PBUF_RING_INC): receive() "
+                                        "takes only the bytes it got from a buffer (on by default)"),
 }
 
 

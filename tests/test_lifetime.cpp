@@ -499,13 +499,17 @@ TEMPLATE_TEST_CASE("fd reuse: a connect closed under it leaves the socket that t
 
 namespace {
 
-/// A loop whose receive() pool has one buffer.
+/// A loop whose receive() pool has one buffer, of `whole_buffer` bytes.
 template <class B>
 typename B::options one_buffer() {
     typename B::options o{};
     o.buffer_count = 1;
+    o.buffer_size = 64;
     return o;
 }
+/// A message that fills the buffer: a buffer consumed incrementally (uring) leaves the
+/// ring only once it is full.
+const std::string whole_buffer(64, 'a');
 
 /// A receive in its own task: how it completed.
 struct receive_outcome {
@@ -533,10 +537,10 @@ TEMPLATE_TEST_CASE("fd reuse: a receive waiting for a pooled buffer is cancelled
     run_bounded(loop, [&]() -> weft::task<void> {
         auto a = co_await make_pair(loop);
         auto b = co_await make_pair(loop);
-        CO_REQUIRE(co_await a.client.write_all(std::string_view("a")));
+        CO_REQUIRE(co_await a.client.write_all(whole_buffer));
         auto held = co_await a.server.receive();  // the only buffer, on loan
         REQUIRE(held);
-        REQUIRE(held->text() == "a");
+        REQUIRE(held->text() == whole_buffer);
         std::optional<reused_stream<TestType>> next;
         auto closer = [&]() -> weft::task<void> {
             send_raw(b.client.native_handle(), "oooo");  // readable: the receive wants a buffer
@@ -568,9 +572,10 @@ TEMPLATE_TEST_CASE("a returned buffer whose woken receive leaves in the same tur
             auto a = co_await make_pair(loop);
             auto b = co_await make_pair(loop);
             auto c = co_await make_pair(loop);
-            CO_REQUIRE(co_await a.client.write_all(std::string_view("a")));
+            CO_REQUIRE(co_await a.client.write_all(whole_buffer));
             auto held = co_await a.server.receive();
             REQUIRE(held);
+            REQUIRE(held->size() == whole_buffer.size());
             send_raw(b.client.native_handle(), "bbbb");
             send_raw(c.client.native_handle(), "cccc");
             std::stop_source stop_first;

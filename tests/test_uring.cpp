@@ -60,11 +60,10 @@ TEST_CASE("uring: features are probed and can be switched off", "[uring]") {
     weft::loop<uring> fast;
     auto f = fast.backend().features();
     REQUIRE(f.nodrop);
-    WARN("uring features: defer_taskrun=" << f.defer_taskrun << " coop_taskrun=" << f.coop_taskrun
-                                          << " registered_ring_fd=" << f.registered_ring_fd << " sq=" << f.sq_entries
-                                          << " cq=" << f.cq_entries << " multishot_accept=" << f.multishot_accept
-                                          << " multishot_recv=" << f.multishot_recv
-                                          << " fixed_file_slots=" << f.fixed_file_slots);
+    WARN("uring features: defer_taskrun="
+         << f.defer_taskrun << " coop_taskrun=" << f.coop_taskrun << " registered_ring_fd=" << f.registered_ring_fd
+         << " sq=" << f.sq_entries << " cq=" << f.cq_entries << " multishot_accept=" << f.multishot_accept
+         << " multishot_recv=" << f.multishot_recv << " fixed_file_slots=" << f.fixed_file_slots);
     weft::loop<uring> plain(uring::options{.defer_taskrun = false,
                                            .coop_taskrun = false,
                                            .register_ring_fd = false,
@@ -78,7 +77,8 @@ TEST_CASE("uring: features are probed and can be switched off", "[uring]") {
     REQUIRE_FALSE(g.multishot_accept);
     REQUIRE_FALSE(g.multishot_recv);
     REQUIRE(g.fixed_file_slots == 0);
-    REQUIRE(f.fixed_file_slots == 0);  // off by default (it did not pay: see uring::options)
+    REQUIRE(f.fixed_file_slots == 0);      // off by default (it did not pay: see uring::options)
+    REQUIRE_FALSE(f.incremental_buffers);  // known once the buffer ring exists (first receive())
     weft::loop<uring> fixed(uring::options{.fixed_files = true});
     WARN("registered file table: " << fixed.backend().features().fixed_file_slots << " slots");
     // Both still work.
@@ -225,140 +225,275 @@ TEST_CASE("uring: single-shot accept and recv (multishot off) pass the receive()
     receive_cancel_race<uring>(single);
 }
 
+// Incremental consumption (IOU_PBUF_RING_INC): the kernel fills a buffer front to back
+// across receives, and weft works out where each receive's bytes start. A wrong offset
+// shows as wrong bytes; a buffer given back while a piece of it is out would be
+// overwritten under a lease; one never given back would run the ring dry.
+TEST_CASE(
+    "uring: incremental buffers: small receives share a buffer, which goes back once full and every piece is back",
+    "[uring][receive]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    for (bool multishot : {true, false}) {
+        INFO("multishot " << multishot);
+        weft::loop<uring> loop(uring::options{
+            .buffer_count = 4, .buffer_size = 256, .multishot_recv = multishot, .incremental_buffers = true});
+        run_bounded(loop, [&]() -> weft::task<void> {
+            auto p = co_await make_pair(loop);
+            std::vector<weft::buffer_lease> leases;
+            for (char c : {'a', 'b', 'c'}) {
+                CO_REQUIRE(co_await p.client.write_all(std::string(10, c)));
+                auto l = co_await p.server.receive();
+                CO_REQUIRE(l);
+                REQUIRE(l->text() == std::string(10, c));
+                leases.push_back(std::move(*l));
+            }
+            if (!loop.backend().features().incremental_buffers) {
+                WARN("no incremental buffer consumption on this kernel (6.12 and later)");
+                co_return;
+            }
+            // One buffer, three pieces, back to back; it is still in the ring.
+            REQUIRE(leases[1].data() == leases[0].data() + 10);
+            REQUIRE(leases[2].data() == leases[1].data() + 10);
+            REQUIRE(loop.backend().free_buffers() == 4);
+            // The rest of the buffer: now the kernel is done with it, but pieces are out.
+            CO_REQUIRE(co_await p.client.write_all(std::string(256 - 30, 'd')));
+            std::size_t rest = 0;
+            while (rest < 256 - 30) {
+                auto l = co_await p.server.receive();
+                CO_REQUIRE(l);
+                REQUIRE(l->text() == std::string(l->size(), 'd'));
+                rest += l->size();
+                leases.push_back(std::move(*l));
+            }
+            REQUIRE(leases[3].data() == leases[2].data() + 10);
+            REQUIRE(loop.backend().free_buffers() == 3);
+            // Giving back all but one piece keeps it out; the last one returns it.
+            const std::byte* first = leases[0].data();
+            leases.erase(leases.begin(), leases.end() - 1);
+            REQUIRE(loop.backend().free_buffers() == 3);
+            leases.clear();
+            REQUIRE(loop.backend().free_buffers() == 4);
+            // Bytes keep arriving intact through the other buffers and back into this one.
+            bool reused = false;
+            for (int i = 0; i < 64; ++i) {
+                const std::string msg(1 + i % 50, static_cast<char>('A' + i % 26));
+                CO_REQUIRE(co_await p.client.write_all(msg));
+                std::string got;
+                while (got.size() < msg.size()) {
+                    auto l = co_await p.server.receive();
+                    CO_REQUIRE(l);
+                    reused = reused || l->data() == first;
+                    got += l->text();
+                }
+                REQUIRE(got == msg);
+            }
+            REQUIRE(reused);
+            REQUIRE(loop.backend().free_buffers() == 4);
+        }());
+    }
+}
+
+// What incremental consumption buys: capacity. With whole buffers, four held leases of a
+// few bytes each take a four-buffer ring; here sixteen fit in one buffer.
+TEST_CASE("uring: incremental buffers: more small leases held at once than the ring has buffers", "[uring][receive]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    weft::loop<uring> loop(uring::options{.buffer_count = 4, .buffer_size = 256, .incremental_buffers = true});
+    run_bounded(loop, [&]() -> weft::task<void> {
+        std::vector<tcp_pair<uring>> pairs;
+        std::vector<weft::buffer_lease> held;
+        for (int i = 0; i < 16; ++i) {
+            pairs.push_back(co_await make_pair(loop));
+            const std::string msg(10, static_cast<char>('a' + i));
+            CO_REQUIRE(co_await pairs.back().client.write_all(msg));
+            auto l = co_await weft::with_timeout(pairs.back().server.receive(), 2s);
+            CO_REQUIRE(l);
+            REQUIRE(l->text() == msg);
+            held.push_back(std::move(*l));
+        }
+        if (!loop.backend().features().incremental_buffers) {
+            WARN("no incremental buffer consumption on this kernel (6.12 and later)");
+            co_return;
+        }
+        REQUIRE(loop.backend().free_buffers() == 4);  // 160 bytes of one buffer
+        for (std::size_t i = 0; i < held.size(); ++i)
+            REQUIRE(held[i].text() == std::string(10, static_cast<char>('a' + i)));
+    }());
+}
+
+TEST_CASE("uring: incremental buffers pass the receive() scenarios, with pieces that wrap the ring",
+          "[uring][receive]") {
+    WEFT_REQUIRE_BACKEND(uring);
+    for (bool multishot : {true, false}) {
+        INFO("multishot " << multishot);
+        const uring::options small{.buffer_count = 8,
+                                   .buffer_size = 1000,
+                                   .multishot_accept = multishot,
+                                   .multishot_recv = multishot,
+                                   .incremental_buffers = true};
+        receive_1mib<uring>(small);
+        receive_mixed<uring>(small);
+        receive_cancel_race<uring>(small);
+    }
+}
+
 TEST_CASE("uring: the multishot recv reads ahead a bounded amount and gives it back on close", "[uring][receive]") {
     WEFT_REQUIRE_BACKEND(uring);
-    weft::loop<uring> loop(uring::options{.buffer_count = 64, .buffer_size = 1024});
-    REQUIRE(loop.backend().features().multishot_recv);
-    run_bounded(loop, [&]() -> weft::task<void> {
-        auto p = co_await make_pair(loop);
-        const int fd = p.server.native_handle();
-        const auto data = pattern(40 * 1024, 3);
-        CO_REQUIRE(co_await p.client.write_all(std::span(data.data(), 1)));
-        std::vector<char> got;
-        {
-            auto first = co_await p.server.receive();  // arms the multishot recv
-            REQUIRE(first);
-            got.insert(got.end(), first->text().begin(), first->text().end());
-        }
-        // Nobody receives now: the kernel keeps filling buffers, up to the cap.
-        for (std::size_t off = 1; off < data.size(); off += 1024) {
-            CO_REQUIRE(co_await p.client.write_all(std::span(data.data() + off, std::min<std::size_t>(1024, data.size() - off))));
-            (void)co_await weft::sleep_for(1ms);
-        }
-        (void)co_await weft::sleep_for(20ms);
-        const std::size_t ahead = loop.backend().read_ahead(fd);
-        REQUIRE(ahead > 0);
-        REQUIRE(ahead <= uring::max_read_ahead + 1);  // a completion may race the cap's cancel
-        REQUIRE(loop.backend().free_buffers() == 64 - ahead);
-        // The rest waits in the socket; every byte arrives, in order.
-        while (got.size() < data.size() / 2) {
-            auto lease = co_await p.server.receive();
-            REQUIRE(lease);
-            REQUIRE_FALSE(lease->empty());
-            got.insert(got.end(), lease->text().begin(), lease->text().end());
-        }
-        REQUIRE(std::equal(got.begin(), got.end(), data.begin()));
-        (void)co_await weft::sleep_for(20ms);
-        REQUIRE(loop.backend().read_ahead(fd) > 0);
-        // Closing with bytes read ahead gives their buffers back.
-        REQUIRE(p.server.close());
-        REQUIRE(loop.backend().free_buffers() == 64);
-    }());
+    for (bool incremental : {false, true}) {
+        INFO("incremental buffers " << incremental);
+        weft::loop<uring> loop(
+            uring::options{.buffer_count = 64, .buffer_size = 1024, .incremental_buffers = incremental});
+        REQUIRE(loop.backend().features().multishot_recv);
+        run_bounded(loop, [&]() -> weft::task<void> {
+            auto p = co_await make_pair(loop);
+            const int fd = p.server.native_handle();
+            const auto data = pattern(40 * 1024, 3);
+            CO_REQUIRE(co_await p.client.write_all(std::span(data.data(), 1)));
+            std::vector<char> got;
+            {
+                auto first = co_await p.server.receive();  // arms the multishot recv
+                REQUIRE(first);
+                got.insert(got.end(), first->text().begin(), first->text().end());
+            }
+            // Nobody receives now: the kernel keeps filling buffers, up to the cap.
+            for (std::size_t off = 1; off < data.size(); off += 1024) {
+                CO_REQUIRE(co_await p.client.write_all(
+                    std::span(data.data() + off, std::min<std::size_t>(1024, data.size() - off))));
+                (void)co_await weft::sleep_for(1ms);
+            }
+            (void)co_await weft::sleep_for(20ms);
+            const std::size_t ahead = loop.backend().read_ahead(fd);
+            REQUIRE(ahead > 0);
+            REQUIRE(ahead <= uring::max_read_ahead + 1);  // a completion may race the cap's cancel
+            // A completion takes a whole buffer, or (incremental) a piece of one.
+            if (incremental)
+                REQUIRE(loop.backend().free_buffers() >= 64 - ahead);
+            else
+                REQUIRE(loop.backend().free_buffers() == 64 - ahead);
+            // The rest waits in the socket; every byte arrives, in order.
+            while (got.size() < data.size() / 2) {
+                auto lease = co_await p.server.receive();
+                REQUIRE(lease);
+                REQUIRE_FALSE(lease->empty());
+                got.insert(got.end(), lease->text().begin(), lease->text().end());
+            }
+            REQUIRE(std::equal(got.begin(), got.end(), data.begin()));
+            (void)co_await weft::sleep_for(20ms);
+            REQUIRE(loop.backend().read_ahead(fd) > 0);
+            // Closing with bytes read ahead gives their buffers back.
+            REQUIRE(p.server.close());
+            REQUIRE(loop.backend().free_buffers() == 64);
+        }());
+    }
 }
 
 namespace {
 /// Appends a lease's bytes to `out`.
-void append(std::vector<char>& out, const weft::buffer_lease& l) { out.insert(out.end(), l.text().begin(), l.text().end()); }
+void append(std::vector<char>& out, const weft::buffer_lease& l) {
+    out.insert(out.end(), l.text().begin(), l.text().end());
+}
 }  // namespace
 
-TEST_CASE("uring: idle streams' read-ahead never starves a stream that receives (scenario 10)", "[uring][receive][lifetime]") {
+TEST_CASE("uring: idle streams' read-ahead never starves a stream that receives (scenario 10)",
+          "[uring][receive][lifetime]") {
     WEFT_REQUIRE_BACKEND(uring);
     constexpr std::uint16_t buffers = 16;
-    weft::loop<uring> loop(uring::options{.buffer_count = buffers, .buffer_size = 1024});
-    REQUIRE(loop.backend().features().multishot_recv);
-    // More idle-but-readable streams than buffers / max_read_ahead: each has armed its
-    // multishot recv with one receive(), then its peer sends 8 buffers' worth.
-    constexpr int idle = 6;
-    static_assert(idle > buffers / uring::max_read_ahead);
-    run_bounded(loop, [&]() -> weft::task<void> {
-        std::vector<tcp_pair<uring>> conns;
-        std::vector<std::vector<char>> sent(idle), got(idle);
-        for (int i = 0; i < idle; ++i) {
-            conns.push_back(co_await make_pair(loop));
-            sent[static_cast<std::size_t>(i)] = pattern(8 * 1024, 100 + static_cast<std::uint64_t>(i));
-            auto& s = sent[static_cast<std::size_t>(i)];
-            CO_REQUIRE(co_await conns.back().client.write_all(std::span(s.data(), 1)));
-            auto first = co_await conns.back().server.receive();
-            REQUIRE(first);
-            append(got[static_cast<std::size_t>(i)], *first);
-        }
-        for (int i = 0; i < idle; ++i) {
-            auto& s = sent[static_cast<std::size_t>(i)];
-            for (std::size_t off = 1; off < s.size(); off += 1024) {
-                CO_REQUIRE(co_await conns[static_cast<std::size_t>(i)].client.write_all(
-                    std::span(s.data() + off, std::min<std::size_t>(1024, s.size() - off))));
-                (void)co_await weft::sleep_for(1ms);
+    for (bool incremental : {false, true}) {
+        INFO("incremental buffers " << incremental);
+        weft::loop<uring> loop(
+            uring::options{.buffer_count = buffers, .buffer_size = 1024, .incremental_buffers = incremental});
+        REQUIRE(loop.backend().features().multishot_recv);
+        // More idle-but-readable streams than buffers / max_read_ahead: each has armed its
+        // multishot recv with one receive(), then its peer sends 8 buffers' worth.
+        constexpr int idle = 6;
+        static_assert(idle > buffers / uring::max_read_ahead);
+        run_bounded(loop, [&]() -> weft::task<void> {
+            std::vector<tcp_pair<uring>> conns;
+            std::vector<std::vector<char>> sent(idle), got(idle);
+            for (int i = 0; i < idle; ++i) {
+                conns.push_back(co_await make_pair(loop));
+                sent[static_cast<std::size_t>(i)] = pattern(8 * 1024, 100 + static_cast<std::uint64_t>(i));
+                auto& s = sent[static_cast<std::size_t>(i)];
+                CO_REQUIRE(co_await conns.back().client.write_all(std::span(s.data(), 1)));
+                auto first = co_await conns.back().server.receive();
+                REQUIRE(first);
+                append(got[static_cast<std::size_t>(i)], *first);
             }
-        }
-        (void)co_await weft::sleep_for(20ms);
-        std::size_t ahead = 0;
-        for (auto& c : conns) ahead += loop.backend().read_ahead(c.server.native_handle());
-        INFO("read ahead: " << ahead << " completions, free buffers: " << loop.backend().free_buffers());
-        // An active stream still gets a buffer, at once.
-        auto active = co_await make_pair(loop);
-        CO_REQUIRE(co_await active.client.write_all(std::string_view("active")));
-        auto r = co_await weft::with_timeout(active.server.receive(), 2s);
-        REQUIRE(r);
-        REQUIRE(r->text() == "active");
-        // Read-ahead stopped at half the ring (plus what was on its way when it stopped).
-        REQUIRE(ahead <= buffers / 2 + idle);
-        // And every idle stream's bytes arrive later, in order, none lost or repeated.
-        for (int i = 0; i < idle; ++i) {
-            auto& g = got[static_cast<std::size_t>(i)];
-            while (g.size() < sent[static_cast<std::size_t>(i)].size()) {
-                auto l = co_await weft::with_timeout(conns[static_cast<std::size_t>(i)].server.receive(), 2s);
-                REQUIRE(l);
-                REQUIRE_FALSE(l->empty());
-                append(g, *l);
+            for (int i = 0; i < idle; ++i) {
+                auto& s = sent[static_cast<std::size_t>(i)];
+                for (std::size_t off = 1; off < s.size(); off += 1024) {
+                    CO_REQUIRE(co_await conns[static_cast<std::size_t>(i)].client.write_all(
+                        std::span(s.data() + off, std::min<std::size_t>(1024, s.size() - off))));
+                    (void)co_await weft::sleep_for(1ms);
+                }
             }
-            REQUIRE(g == sent[static_cast<std::size_t>(i)]);
-        }
-    }());
-    REQUIRE(loop.backend().free_buffers() == buffers);
+            (void)co_await weft::sleep_for(20ms);
+            std::size_t ahead = 0;
+            for (auto& c : conns) ahead += loop.backend().read_ahead(c.server.native_handle());
+            INFO("read ahead: " << ahead << " completions, free buffers: " << loop.backend().free_buffers());
+            // An active stream still gets a buffer, at once.
+            auto active = co_await make_pair(loop);
+            CO_REQUIRE(co_await active.client.write_all(std::string_view("active")));
+            auto r = co_await weft::with_timeout(active.server.receive(), 2s);
+            REQUIRE(r);
+            REQUIRE(r->text() == "active");
+            // Read-ahead stopped at half the ring (plus what was on its way when it stopped;
+            // incremental: a write can straddle two buffers, as two completions).
+            REQUIRE(ahead <= buffers / 2 + (incremental ? 2 : 1) * idle);
+            // And every idle stream's bytes arrive later, in order, none lost or repeated.
+            for (int i = 0; i < idle; ++i) {
+                auto& g = got[static_cast<std::size_t>(i)];
+                while (g.size() < sent[static_cast<std::size_t>(i)].size()) {
+                    auto l = co_await weft::with_timeout(conns[static_cast<std::size_t>(i)].server.receive(), 2s);
+                    REQUIRE(l);
+                    REQUIRE_FALSE(l->empty());
+                    append(g, *l);
+                }
+                REQUIRE(g == sent[static_cast<std::size_t>(i)]);
+            }
+        }());
+        REQUIRE(loop.backend().free_buffers() == buffers);
+    }
 }
 
 TEST_CASE("uring: a cancelled receive's read-ahead never keeps the last buffer from a waiting stream (scenario 10)",
           "[uring][receive][lifetime]") {
     WEFT_REQUIRE_BACKEND(uring);
-    weft::loop<uring> loop(uring::options{.buffer_count = 2, .buffer_size = 1024});
-    REQUIRE(loop.backend().features().multishot_recv);
-    run_bounded(loop, [&]() -> weft::task<void> {
-        auto held = co_await make_pair(loop);
-        auto a = co_await make_pair(loop);
-        auto b = co_await make_pair(loop);
-        // One buffer stays on loan all along: one is left.
-        CO_REQUIRE(co_await held.client.write_all(std::string_view("h")));
-        auto lease = co_await held.server.receive();
-        REQUIRE(lease);
-        REQUIRE(loop.backend().free_buffers() == 1);
-        // a's receive arms its multishot and is cancelled before data comes: the request
-        // stays armed, and a's next bytes take the last free buffer as read-ahead.
-        auto cancelled = co_await weft::with_timeout(a.server.receive(), 10ms);
-        REQUIRE(cancelled.error() == std::errc::timed_out);
-        CO_REQUIRE(co_await a.client.write_all(std::string_view("for a")));
-        (void)co_await weft::sleep_for(20ms);
-        // b waits for a buffer: the one in a's read-ahead is copied out and handed over.
-        CO_REQUIRE(co_await b.client.write_all(std::string_view("for b")));
-        auto rb = co_await weft::with_timeout(b.server.receive(), 2s);
-        REQUIRE(rb);
-        REQUIRE(rb->text() == "for b");
-        rb->release();
-        // a's bytes are still a's, in order.
-        auto ra = co_await weft::with_timeout(a.server.receive(), 2s);
-        REQUIRE(ra);
-        REQUIRE(ra->text() == "for a");
-    }());
-    REQUIRE(loop.backend().free_buffers() == 2);
+    for (bool incremental : {false, true}) {
+        INFO("incremental buffers " << incremental);
+        weft::loop<uring> loop(
+            uring::options{.buffer_count = 2, .buffer_size = 1024, .incremental_buffers = incremental});
+        REQUIRE(loop.backend().features().multishot_recv);
+        run_bounded(loop, [&]() -> weft::task<void> {
+            auto held = co_await make_pair(loop);
+            auto a = co_await make_pair(loop);
+            auto b = co_await make_pair(loop);
+            // One buffer stays on loan all along: one is left. (A whole buffer's worth: a
+            // buffer consumed incrementally leaves the ring only once it is full.)
+            const std::string whole(1024, 'h');
+            CO_REQUIRE(co_await held.client.write_all(whole));
+            auto lease = co_await held.server.receive();
+            REQUIRE(lease);
+            REQUIRE(lease->size() == whole.size());
+            REQUIRE(loop.backend().free_buffers() == 1);
+            // a's receive arms its multishot and is cancelled before data comes: the request
+            // stays armed, and a's next bytes take the last free buffer as read-ahead.
+            auto cancelled = co_await weft::with_timeout(a.server.receive(), 10ms);
+            REQUIRE(cancelled.error() == std::errc::timed_out);
+            CO_REQUIRE(co_await a.client.write_all(std::string_view("for a")));
+            (void)co_await weft::sleep_for(20ms);
+            // b waits for a buffer: the one in a's read-ahead is copied out and handed over.
+            CO_REQUIRE(co_await b.client.write_all(std::string_view("for b")));
+            auto rb = co_await weft::with_timeout(b.server.receive(), 2s);
+            REQUIRE(rb);
+            REQUIRE(rb->text() == "for b");
+            rb->release();
+            // a's bytes are still a's, in order.
+            auto ra = co_await weft::with_timeout(a.server.receive(), 2s);
+            REQUIRE(ra);
+            REQUIRE(ra->text() == "for a");
+        }());
+        REQUIRE(loop.backend().free_buffers() == 2);
+    }
 }
 
 TEST_CASE("uring: a receive cancelled while the kernel reports an empty buffer ring completes cancelled (scenario 9)",
@@ -366,41 +501,48 @@ TEST_CASE("uring: a receive cancelled while the kernel reports an empty buffer r
     WEFT_REQUIRE_BACKEND(uring);
     // Single-shot recv with buffer select and one buffer. Without deferred task running,
     // the kernel completes a request on its own: here in the test thread's next syscall.
-    weft::loop<uring> loop(uring::options{.defer_taskrun = false,
-                                          .coop_taskrun = false,
-                                          .buffer_count = 1,
-                                          .buffer_size = 1024,
-                                          .multishot_recv = false});
-    auto a = run_bounded(loop, make_pair(loop));
-    auto b = run_bounded(loop, make_pair(loop));
-    // b's receive goes to the kernel while the buffer is free (no data yet: it waits).
-    std::stop_source stop;
-    std::optional<weft::result<weft::buffer_lease>> got;
-    loop.spawn([](weft::tcp_stream<uring>& s, std::optional<weft::result<weft::buffer_lease>>& got) -> weft::task<void> {
-        got.emplace(co_await s.receive());
-    }(b.server, got), stop.get_token());
-    for (int i = 0; i < 3; ++i) loop.run_once(5ms);
-    REQUIRE_FALSE(got);
-    // a takes the only buffer and keeps it.
-    auto lease = run_bounded(loop, [&]() -> weft::task<weft::buffer_lease> {
-        CO_REQUIRE(co_await a.client.write_all(std::string_view("a")));
-        auto l = co_await a.server.receive();
-        REQUIRE(l);
-        co_return std::move(*l);
-    }());
-    REQUIRE(loop.backend().free_buffers() == 0);
-    // Data for b: the kernel retries b's recv, finds the ring empty and completes it
-    // with ENOBUFS; in the same turn, before the loop has seen that, b is cancelled.
-    REQUIRE(::send(b.client.native_handle(), "data", 4, MSG_NOSIGNAL) == 4);
-    std::this_thread::sleep_for(20ms);
-    stop.request_stop();
-    for (int i = 0; i < 100 && !got; ++i) loop.run_once(10ms);
-    REQUIRE(got);  // (before: it waited for a buffer, as if nobody had cancelled it)
-    REQUIRE_FALSE(*got);
-    REQUIRE(got->error() == std::errc::operation_canceled);
-    lease = {};
-    REQUIRE(loop.backend().free_buffers() == 1);
-    run_until_idle(loop);
+    for (bool incremental : {false, true}) {
+        INFO("incremental buffers " << incremental);
+        weft::loop<uring> loop(uring::options{.defer_taskrun = false,
+                                              .coop_taskrun = false,
+                                              .buffer_count = 1,
+                                              .buffer_size = 1024,
+                                              .multishot_recv = false,
+                                              .incremental_buffers = incremental});
+        auto a = run_bounded(loop, make_pair(loop));
+        auto b = run_bounded(loop, make_pair(loop));
+        // b's receive goes to the kernel while the buffer is free (no data yet: it waits).
+        std::stop_source stop;
+        std::optional<weft::result<weft::buffer_lease>> got;
+        loop.spawn(
+            [](weft::tcp_stream<uring>& s, std::optional<weft::result<weft::buffer_lease>>& got) -> weft::task<void> {
+                got.emplace(co_await s.receive());
+            }(b.server, got),
+            stop.get_token());
+        for (int i = 0; i < 3; ++i) loop.run_once(5ms);
+        REQUIRE_FALSE(got);
+        // a takes the only buffer and keeps it (a whole buffer's worth: a buffer consumed
+        // incrementally leaves the ring only once it is full).
+        auto lease = run_bounded(loop, [&]() -> weft::task<weft::buffer_lease> {
+            CO_REQUIRE(co_await a.client.write_all(std::string(1024, 'a')));
+            auto l = co_await a.server.receive();
+            REQUIRE(l);
+            co_return std::move(*l);
+        }());
+        REQUIRE(loop.backend().free_buffers() == 0);
+        // Data for b: the kernel retries b's recv, finds the ring empty and completes it
+        // with ENOBUFS; in the same turn, before the loop has seen that, b is cancelled.
+        REQUIRE(::send(b.client.native_handle(), "data", 4, MSG_NOSIGNAL) == 4);
+        std::this_thread::sleep_for(20ms);
+        stop.request_stop();
+        for (int i = 0; i < 100 && !got; ++i) loop.run_once(10ms);
+        REQUIRE(got);  // (before: it waited for a buffer, as if nobody had cancelled it)
+        REQUIRE_FALSE(*got);
+        REQUIRE(got->error() == std::errc::operation_canceled);
+        lease = {};
+        REQUIRE(loop.backend().free_buffers() == 1);
+        run_until_idle(loop);
+    }
 }
 
 #endif

@@ -335,7 +335,7 @@ struct receive_op {
     void prepare(P& p) noexcept {
         p.recv_provided(fd);
     }
-    bool finish(int& res, unsigned flags) noexcept {
+    bool finish(int& res, std::uint64_t flags) noexcept {
         lease = backend->lease_from_completion(res, flags);
         return true;
     }
@@ -512,7 +512,7 @@ private:
     static void prepare_(detail::proactor_op & base, void* preparer) noexcept {
         static_cast<io_awaiter&>(base).op_.prepare(*static_cast<typename Backend::preparer*>(preparer));
     }
-    static bool finish_(detail::proactor_op & base, int res, unsigned flags) noexcept {
+    static bool finish_(detail::proactor_op & base, int res, std::uint64_t flags) noexcept {
         auto& self = static_cast<io_awaiter&>(base);
         self.res = res;
         if constexpr (requires { self.op_.finish(self.res, flags); })

@@ -80,7 +80,10 @@ struct reactor_op : op_base {
 /// backend-specific preparer) and `finish` with each completion's result.
 struct proactor_op : op_base {
     void (*prepare)(proactor_op&, void* preparer) noexcept = nullptr;
-    bool (*finish)(proactor_op&, int res, unsigned flags) noexcept = nullptr;
+    /// Hands one completion to the operation: `flags` holds the CQE's flags in its low 32
+    /// bits and, in its high 32, where a provided buffer's bytes start (uring's
+    /// incremental buffer consumption puts several receives in one buffer).
+    bool (*finish)(proactor_op&, int res, std::uint64_t flags) noexcept = nullptr;
     int fd = -1;
     interest dir = interest::read;
     bool cancel_requested = false;  ///< an async cancel for it is already queued

@@ -15,7 +15,8 @@
 /// `IORING_SETUP_COOP_TASKRUN`, else none; a registered ring fd; `IORING_FEAT_NODROP`
 /// (overflowed completions are kept by the kernel and flushed); multishot accept behind
 /// `accept()` and multishot recv behind `receive()`, whose completions queue per fd while
-/// nobody awaits them; sockets in a registered file table (`IOSQE_FIXED_FILE`). Each can be switched off through `uring::options`; `WEFT_DISABLE_URING=1` in the environment
+/// nobody awaits them; sockets in a registered file table (`IOSQE_FIXED_FILE`, off by
+/// default); provided buffers consumed incrementally (`IOU_PBUF_RING_INC`). Each can be switched off through `uring::options`; `WEFT_DISABLE_URING=1` in the environment
 /// makes `available()` false, as a container without io_uring would.
 #pragma once
 
@@ -26,6 +27,7 @@
 #include <liburing.h>
 
 #include <algorithm>
+#include <cassert>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -90,6 +92,12 @@ public:
         /// sure cost. (Not io_uring's "direct descriptors", which have no fd number: weft's
         /// sockets stay ordinary fds, usable with any syscall.)
         bool fixed_files = false;
+        /// Provided buffers are consumed incrementally (`IOU_PBUF_RING_INC`, kernel
+        /// 6.12): a receive takes only the bytes it got from a buffer and the kernel puts
+        /// the next ones right behind them, so small messages share a buffer instead of
+        /// taking one each. A buffer goes back to the ring when the kernel has filled it
+        /// and every lease on a piece of it has been given back.
+        bool incremental_buffers = true;
     };
 
     /// What the ring in use actually got (for reports and tests).
@@ -105,6 +113,9 @@ public:
         /// Slots of the registered file table (0: sockets are not registered). Sockets
         /// whose fd number is past it are used through their fd.
         unsigned fixed_file_slots = 0;
+        /// Provided buffers are consumed incrementally (`IOU_PBUF_RING_INC`, kernel 6.12);
+        /// known once the buffer ring is registered (the first `receive()`).
+        bool incremental_buffers = false;
     };
 
     /// True unless `WEFT_DISABLE_URING` is set to a non-empty value other than "0", or a
@@ -188,7 +199,7 @@ public:
 
     /// The lease for a receive's completion: the buffer the kernel picked (given back at
     /// once if it carries no data).
-    buffer_lease lease_from_completion(int res, unsigned flags) noexcept {
+    buffer_lease lease_from_completion(int res, std::uint64_t flags) noexcept {
         if (spilled(flags)) {
             auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
             return buffer_lease(&spill_, spill_.chunks[id].get(), static_cast<std::size_t>(res), id);
@@ -199,7 +210,7 @@ public:
             buffers_->give_back(id);
             return {};
         }
-        return buffer_lease(buffers_.get(), buffers_->slab.at(id), static_cast<std::size_t>(res), id);
+        return buffer_lease(buffers_.get(), bytes_of(flags), static_cast<std::size_t>(res), id);
     }
     /// Where leases of this backend's buffers go back to.
     detail::buffer_source* buffers() noexcept { return buffers_.get(); }
@@ -517,7 +528,7 @@ public:
         /// Nothing to do: completes with 0.
         void nop() noexcept { io_uring_prep_nop(sqe()); }
         /// Completes the operation with `res` (and CQE `flags`) without a submission.
-        void complete_now(int res, unsigned flags = 0) noexcept {
+        void complete_now(int res, std::uint64_t flags = 0) noexcept {
             immediate_ = true;
             result_ = res;
             flags_ = flags;
@@ -527,7 +538,7 @@ public:
         /// The result of an operation that completed without a submission.
         int result() const noexcept { return result_; }
         /// The CQE flags of an operation that completed without a submission.
-        unsigned flags() const noexcept { return flags_; }
+        std::uint64_t flags() const noexcept { return flags_; }
 
     private:
         /// One SQE moves at most 2^31 - 1 bytes (its result is an int).
@@ -572,7 +583,7 @@ public:
         detail::proactor_op& op_;
         bool immediate_ = false;
         int result_ = 0;
-        unsigned flags_ = 0;
+        std::uint64_t flags_ = 0;
     };
 
 private:
@@ -581,18 +592,57 @@ private:
     /// The provided-buffer ring: buffers the kernel picks from as data arrives.
     struct buffer_ring final : detail::buffer_source {
         buffer_ring(uring& r, std::uint16_t count, std::uint32_t size) : owner(r), slab(count, size) {}
+        /// A completion carrying buffer `id` (with `res` bytes) was reaped: returns where in
+        /// the buffer its bytes start. Every such completion is given back once (a lease,
+        /// or at once when it carries no data).
+        std::uint32_t taken(std::uint16_t id, int res, [[maybe_unused]] std::uint32_t cqe_flags) noexcept {
+            if (!fills) {  // the completion has the whole buffer: it left the ring
+                --available;
+                return 0;
+            }
+            fill& f = fills[id];
+            const std::uint32_t at = f.used;
+            ++f.pieces;
+            // The kernel fills a buffer front to back and lets go of it when nothing is
+            // left (it does not advance past a buffer for a completion without bytes).
+            if (res > 0) {
+                f.used += static_cast<std::uint32_t>(res);
+                if (f.used >= slab.size()) {
+                    f.in_ring = false;
+                    --available;
+                }
+                // The kernel says the same: "more" while it keeps the buffer.
+                assert(((cqe_flags & cqe_f_buf_more) != 0) == f.in_ring);
+            }
+            return at;
+        }
         void give_back(std::uint16_t id) noexcept override {
+            if (fills) {
+                fill& f = fills[id];
+                // Other pieces of it are still out, or the kernel still fills it.
+                if (--f.pieces > 0 || f.in_ring) return;
+                f.used = 0;
+                f.in_ring = true;
+            }
             io_uring_buf_ring_add(ring, slab.at(id), slab.size(), id, io_uring_buf_ring_mask(slab.count()), 0);
             io_uring_buf_ring_advance(ring, 1);
             ++available;
             owner.buffer_returned();
         }
+        /// Incremental consumption: how far the kernel has filled a buffer, how many
+        /// completions hold a piece of it, and whether the kernel may still fill it.
+        struct fill {
+            std::uint32_t used = 0;    ///< bytes the kernel has put in it since it was (re)added
+            std::uint32_t pieces = 0;  ///< completions with a piece of it not yet given back
+            bool in_ring = true;       ///< the kernel may still receive into it
+        };
         uring& owner;
         detail::buffer_slab slab;
+        std::unique_ptr<fill[]> fills;  ///< per buffer; null unless consumed incrementally
         io_uring_buf_ring* ring = nullptr;
         void* memory = nullptr;
         std::size_t memory_size = 0;
-        std::size_t available = 0;
+        std::size_t available = 0;  ///< buffers the kernel can still receive into
     };
 
     /// Heap copies of read-ahead bytes taken out of provided buffers because a receive
@@ -620,12 +670,18 @@ private:
     /// the buffer-id bits). Never set by the kernel together with `IORING_CQE_F_BUFFER`,
     /// which every receive completion that carries data has.
     static constexpr unsigned spill_flag = 1u << 14;
-    static bool spilled(unsigned flags) noexcept { return (flags & spill_flag) && !(flags & IORING_CQE_F_BUFFER); }
-    /// Where the bytes of a queued receive completion are.
-    std::byte* bytes_of(unsigned flags) noexcept {
+    static bool spilled(std::uint64_t flags) noexcept { return (flags & spill_flag) && !(flags & IORING_CQE_F_BUFFER); }
+    /// Where the bytes of a receive completion are (its buffer, at the offset `reap` put
+    /// in the flags' high half).
+    std::byte* bytes_of(std::uint64_t flags) noexcept {
         auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
-        return spilled(flags) ? spill_.chunks[id].get() : buffers_->slab.at(id);
+        return spilled(flags) ? spill_.chunks[id].get() : buffers_->slab.at(id) + (flags >> 32);
     }
+    /// `IOU_PBUF_RING_INC`, the buffer ring flag for incremental consumption (kernel
+    /// 6.12; liburing 2.3's headers predate it, and name the flags field `pad`).
+    static constexpr std::uint16_t pbuf_ring_inc = 2;
+    /// `IORING_CQE_F_BUF_MORE`: the kernel keeps filling this completion's buffer (6.12).
+    static constexpr std::uint32_t cqe_f_buf_more = 1u << 4;
 
     /// Registers the buffer ring on first use; 0 or -errno (`-EINVAL` for a buffer count
     /// that is not a power of two; older kernels without buffer rings fail here).
@@ -648,10 +704,25 @@ private:
         reg.ring_addr = reinterpret_cast<std::uintptr_t>(b->memory);
         reg.ring_entries = count;
         reg.bgid = buffer_group;
-        if (int err = io_uring_register_buf_ring(&ring_, &reg, 0); err < 0) {
+        int err = -EINVAL;
+        if (opts_.incremental_buffers) {
+            reg.pad = pbuf_ring_inc;
+            err = io_uring_register_buf_ring(&ring_, &reg, 0);
+            if (err == 0) {
+                b->fills = std::unique_ptr<buffer_ring::fill[]>(new (std::nothrow) buffer_ring::fill[count]);
+                if (!b->fills) {
+                    (void)io_uring_unregister_buf_ring(&ring_, buffer_group);
+                    err = -ENOMEM;
+                }
+            }
+            reg.pad = 0;
+        }
+        if (err == -EINVAL || err == -ENOMEM) err = io_uring_register_buf_ring(&ring_, &reg, 0);  // before 6.12
+        if (err < 0) {
             ::munmap(b->memory, b->memory_size);
             return err;
         }
+        features_.incremental_buffers = b->fills != nullptr;
         for (std::uint16_t i = 0; i < count; ++i)
             io_uring_buf_ring_add(b->ring, b->slab.at(i), b->slab.size(), i, io_uring_buf_ring_mask(count), i);
         io_uring_buf_ring_advance(b->ring, count);
@@ -823,7 +894,7 @@ private:
         /// One queued completion: an accepted fd, or a received buffer (id in `flags`).
         struct completion {
             int res = 0;         ///< the CQE's result
-            unsigned flags = 0;  ///< the CQE's flags
+            std::uint64_t flags = 0;  ///< the CQE's flags, and the bytes' offset in their buffer (see `reap`)
         };
         int fd = -1;                            ///< the listener or stream
         kind what = kind::accept;               ///< the request's kind
@@ -946,7 +1017,7 @@ private:
             }
             if (!victim) return;  // (cannot happen: the count says one exists)
             multishot::completion& c = victim->queued[at];
-            const unsigned old = c.flags;
+            const std::uint64_t old = c.flags;
             int id = spill_.store(bytes_of(old), static_cast<std::size_t>(c.res));
             if (id < 0) return;  // no memory: the waiter waits for a lease to come back
             c.flags = spill_flag | (static_cast<unsigned>(id) << IORING_CQE_BUFFER_SHIFT);
@@ -1040,7 +1111,7 @@ private:
     }
 
     /// Every completion of a multishot request.
-    void on_multishot(multishot& m, int res, unsigned flags) noexcept {
+    void on_multishot(multishot& m, int res, std::uint64_t flags) noexcept {
         const bool more = (flags & IORING_CQE_F_MORE) != 0;
         if (!more) {
             m.armed = false;  // the kernel ended the request
@@ -1122,7 +1193,7 @@ private:
     }
 
     /// Returns the provided buffer a completion with CQE `flags` carries, if it has one.
-    void give_back_buffer(unsigned flags) noexcept {
+    void give_back_buffer(std::uint64_t flags) noexcept {
         if (spilled(flags))
             spill_.give_back(static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
         else if ((flags & IORING_CQE_F_BUFFER) && buffers_)
@@ -1157,7 +1228,7 @@ private:
     }
 
     /// Hands one result to `op`: completes it, or submits its next step.
-    void settle(detail::proactor_op& op, int res, unsigned flags = 0) noexcept {
+    void settle(detail::proactor_op& op, int res, std::uint64_t flags = 0) noexcept {
         if (stale(op)) return settle_closed(op, res, flags);
         if (res == -ENOBUFS && (op.cancel_requested || op.abandoned)) res = -ECANCELED;  // it was not waiting any more
         if (res == -EINTR) {
@@ -1202,7 +1273,7 @@ private:
     /// socket now has the number), no error handling of the op runs (an accept's EMFILE
     /// shedding would use the closed listener's reserve fd), and the busy bits, which
     /// belong to the number's new owner, are left alone.
-    void settle_closed(detail::proactor_op& op, int res, unsigned flags) noexcept {
+    void settle_closed(detail::proactor_op& op, int res, std::uint64_t flags) noexcept {
         if (op.abandoned) return settle_abandoned(op, res, flags);
         if (res >= 0 && op.finish(op, res, flags)) return finish_settled(op, flags);  // delivered
         if (res < 0) give_back_buffer(flags);
@@ -1216,7 +1287,7 @@ private:
     /// this): nobody resumes, a received buffer goes back, and `res` is kept as the
     /// kernel gave it, so the awaiter's destructor can release what it owns (an
     /// accepted connection's fd).
-    void settle_abandoned(detail::proactor_op& op, int res, unsigned flags) noexcept {
+    void settle_abandoned(detail::proactor_op& op, int res, std::uint64_t flags) noexcept {
         give_back_buffer(flags);
         op.res = res;
         unmark(op);
@@ -1225,15 +1296,18 @@ private:
 
     /// The last step of `settle`: resumes the awaiter (unless its frame is going away),
     /// and passes a provided-buffer wake-up on when this receive leaves without a buffer.
-    void finish_settled(detail::proactor_op& op, unsigned flags) noexcept {
+    void finish_settled(detail::proactor_op& op, std::uint64_t flags) noexcept {
         op.buffer_woken = false;
         if (op.abandoned)
             op.state = detail::op_state::idle;  // its frame is going away: resume nobody
         else
             core_.complete(op, op.res);
         // A receive woken for a returned buffer may end (cancelled, closed) without taking
-        // one: the next waiter must get the wake-up instead (DESIGN invariant 11).
-        if (op.uses_buffers && !(flags & IORING_CQE_F_BUFFER) && buffers_ && buffers_->available > 0) buffer_returned();
+        // one: the next waiter must get the wake-up instead (DESIGN invariant 11). With
+        // incremental consumption a receive that took a piece usually leaves the buffer
+        // in the ring, and the next waiter can receive into the rest of it.
+        if (op.uses_buffers && buffers_ && buffers_->available > 0 && (!(flags & IORING_CQE_F_BUFFER) || buffers_->fills))
+            buffer_returned();
     }
 
     /// Takes every available completion off the ring. Each batch is copied out and the
@@ -1243,7 +1317,7 @@ private:
         struct completion {
             std::uint64_t tag;
             int res;
-            unsigned flags;
+            std::uint64_t flags;  ///< the CQE's flags; a provided buffer's offset in the high half
         };
         for (;;) {
             completion batch[64];
@@ -1256,9 +1330,18 @@ private:
             }
             if (n == 0) break;
             io_uring_cq_advance(&ring_, n);
+            // Where each receive's bytes start, in the order the kernel filled the buffers:
+            // for the whole batch before any is handled, since handling one may reap the
+            // next batch.
+            for (unsigned i = 0; i < n; ++i) {
+                completion& c = batch[i];
+                if ((c.flags & IORING_CQE_F_BUFFER) && buffers_)
+                    c.flags |= std::uint64_t{buffers_->taken(static_cast<std::uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT),
+                                                             c.res, static_cast<std::uint32_t>(c.flags))}
+                               << 32;
+            }
             for (unsigned i = 0; i < n; ++i) {
                 const completion& c = batch[i];
-                if ((c.flags & IORING_CQE_F_BUFFER) && buffers_) --buffers_->available;  // off the ring now
                 if (c.tag == wake_tag) {
                     std::uint64_t value;
                     [[maybe_unused]] long r = sys::read(wake_fd_, &value, sizeof value);

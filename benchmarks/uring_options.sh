@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Does a uring option pay? Measures uring with one of its switches on and off, reading
+# with read_some and with receive(): server CPU and syscalls per message.
+#
+#   [SIZE=64] [DEPTH=1] benchmarks/uring_options.sh OPTION [CONNECTIONS] [SECONDS] [REPETITIONS]
+#
+# OPTION is fixed-files (uring::options::fixed_files: sockets in the registered file
+# table) or incremental-buffers (uring::options::incremental_buffers: provided buffers
+# consumed incrementally; only receive() uses them). Defaults: 64 connections, 4 s, 5 runs.
+# Method: see compare.sh.
+set -euo pipefail
+option="${1:-}"
+case "$option" in
+    fixed-files | incremental-buffers) ;;
+    *) echo "usage: $0 fixed-files|incremental-buffers [CONNECTIONS] [SECONDS] [REPETITIONS]" >&2; exit 2 ;;
+esac
+exec "$(dirname "$0")/compare.sh" "${2:-64}" "${3:-4}" "${4:-5}" \
+    read_some_on="--backend uring --api read_some --$option on" \
+    read_some_off="--backend uring --api read_some --$option off" \
+    receive_on="--backend uring --api receive --$option on" \
+    receive_off="--backend uring --api receive --$option off"
