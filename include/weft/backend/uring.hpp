@@ -912,6 +912,10 @@ private:
     static constexpr std::uint64_t multishot_bit = 2;
     /// `user_data` tag bit of the completions of an operation's async cancel.
     static constexpr std::uint64_t cancel_bit = 4;
+    /// Every tag bit: `user_data` without any is an operation record (or `internal_tag`;
+    /// liburing's `LIBURING_UDATA_TIMEOUT` is all ones).
+    static constexpr std::uint64_t tag_bits = wake_tag | multishot_bit | cancel_bit;
+    static_assert((LIBURING_UDATA_TIMEOUT & tag_bits) != 0);
 
     /// The multishot state of `fd`, if it has one (of kind `what`, if given).
     multishot* find_multishot(int fd) const noexcept {
@@ -1229,7 +1233,29 @@ private:
 
     /// Hands one result to `op`: completes it, or submits its next step.
     void settle(detail::proactor_op& op, int res, std::uint64_t flags = 0) noexcept {
-        if (stale(op)) return settle_closed(op, res, flags);
+        fd_slot* slot = find_slot(op.fd);
+        if (slot && slot->generation != op.generation) [[unlikely]]
+            return settle_closed(op, res, flags);  // stale: see `stale`
+        if ((res == -ENOBUFS || res == -EINTR) && settle_retry(op, res)) [[unlikely]]
+            return;
+        if (op.abandoned) [[unlikely]]
+            return settle_abandoned(op, res, flags);
+        bool done = op.finish(op, res, flags);
+        if (!done && !op.cancel_requested) {
+            prepare(op);  // partial progress (write_all, read_exact...): submit the rest
+            return;
+        }
+        if (!done) op.res = -ECANCELED;  // cancelled between two steps: the rest never happened
+        // `unmark`, with the slot found above (finishing an operation opens no fd, so the
+        // table has not moved).
+        if (slot && slot->generation == op.generation)
+            slot->busy &= static_cast<std::uint8_t>(~(1u << static_cast<unsigned>(op.dir)));
+        finish_settled(op, flags);
+    }
+
+    /// `settle` for `ENOBUFS` and `EINTR`: true if `op` was submitted again or parked for
+    /// a buffer; otherwise `res` is what to complete it with.
+    [[gnu::noinline]] bool settle_retry(detail::proactor_op& op, int& res) noexcept {
         if (res == -ENOBUFS && (op.cancel_requested || op.abandoned)) res = -ECANCELED;  // it was not waiting any more
         if (res == -EINTR) {
             // Sockets here are blocking: a request the kernel ran on a worker thread ends
@@ -1237,7 +1263,7 @@ private:
             // submitted again, as a syscall would be retried.
             if (!op.cancel_requested && !op.abandoned) {
                 prepare(op);
-                return;
+                return true;
             }
             res = -ECANCELED;
         }
@@ -1252,19 +1278,11 @@ private:
                     buffer_returned();
                 else
                     reclaim_read_ahead();
-                return;
+                return true;
             } catch (...) {
             }
         }
-        if (op.abandoned) return settle_abandoned(op, res, flags);
-        bool done = op.finish(op, res, flags);
-        if (!done && !op.cancel_requested) {
-            prepare(op);  // partial progress (write_all, read_exact...): submit the rest
-            return;
-        }
-        if (!done) op.res = -ECANCELED;  // cancelled between two steps: the rest never happened
-        unmark(op);
-        finish_settled(op, flags);
+        return false;
     }
 
     /// `settle` for an operation whose socket was closed under it (its CQE arrived after
@@ -1342,7 +1360,11 @@ private:
             }
             for (unsigned i = 0; i < n; ++i) {
                 const completion& c = batch[i];
-                if (c.tag == wake_tag) {
+                // The common case first: an operation's own completion (an 8-byte aligned
+                // record, no tag bit). The tags below all have a low bit set, or are 0.
+                if ((c.tag & tag_bits) == 0 && c.tag != internal_tag) [[likely]] {
+                    settle(*reinterpret_cast<detail::proactor_op*>(c.tag), c.res, c.flags);
+                } else if (c.tag == wake_tag) {
                     std::uint64_t value;
                     [[maybe_unused]] long r = sys::read(wake_fd_, &value, sizeof value);
                     if (!(c.flags & IORING_CQE_F_MORE)) arm_wake();  // the kernel ended the multishot
