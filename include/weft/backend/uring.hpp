@@ -27,8 +27,8 @@
 #include <liburing.h>
 
 #include <algorithm>
-#include <cassert>
 #include <atomic>
+#include <cassert>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -88,7 +88,7 @@ public:
         /// reference count. It costs one `io_uring_register` call when a socket is attached
         /// and one when it is closed. Off by default: the echo benchmark measured no gain
         /// beyond its noise (±1% server CPU per message at 64 x 64 B x depth 1 and 1,000 x
-        /// 64 B x depth 16, `benchmarks/compare.sh`), where the per-connection calls are a
+        /// 64 B x depth 16, `benchmarks/uring_options.sh`), where the per-connection calls are a
         /// sure cost. (Not io_uring's "direct descriptors", which have no fd number: weft's
         /// sockets stay ordinary fds, usable with any syscall.)
         bool fixed_files = false;
@@ -678,8 +678,17 @@ private:
         return spilled(flags) ? spill_.chunks[id].get() : buffers_->slab.at(id) + (flags >> 32);
     }
     /// `IOU_PBUF_RING_INC`, the buffer ring flag for incremental consumption (kernel
-    /// 6.12; liburing 2.3's headers predate it, and name the flags field `pad`).
+    /// 6.12; liburing 2.3's headers predate it).
     static constexpr std::uint16_t pbuf_ring_inc = 2;
+    /// Sets a buffer ring registration's flags: the field is `flags` in liburing 2.4 and
+    /// later, `pad` in 2.3 (a template, so that only the member that exists is named).
+    template <class Reg>
+    static void set_ring_flags(Reg& reg, std::uint16_t flags) noexcept {
+        if constexpr (requires { reg.flags; })
+            reg.flags = flags;
+        else
+            reg.pad = flags;
+    }
     /// `IORING_CQE_F_BUF_MORE`: the kernel keeps filling this completion's buffer (6.12).
     static constexpr std::uint32_t cqe_f_buf_more = 1u << 4;
 
@@ -704,9 +713,9 @@ private:
         reg.ring_addr = reinterpret_cast<std::uintptr_t>(b->memory);
         reg.ring_entries = count;
         reg.bgid = buffer_group;
-        int err = -EINVAL;
+        int err = -EINVAL;  // (without incremental consumption: register plainly below)
         if (opts_.incremental_buffers) {
-            reg.pad = pbuf_ring_inc;
+            set_ring_flags(reg, pbuf_ring_inc);
             err = io_uring_register_buf_ring(&ring_, &reg, 0);
             if (err == 0) {
                 b->fills = std::unique_ptr<buffer_ring::fill[]>(new (std::nothrow) buffer_ring::fill[count]);
@@ -715,7 +724,7 @@ private:
                     err = -ENOMEM;
                 }
             }
-            reg.pad = 0;
+            set_ring_flags(reg, 0);
         }
         if (err == -EINVAL || err == -ENOMEM) err = io_uring_register_buf_ring(&ring_, &reg, 0);  // before 6.12
         if (err < 0) {
