@@ -132,31 +132,16 @@ int main(int argc, char** argv) {
     set.port = example::port_or_exit(args.get("--port").value_or("0"));
     std::string name = args.get("--backend").value_or("epoll_et");
     std::string api = args.get("--api").value_or("auto");
-    std::string multishot = args.get("--multishot").value_or("on");
-    std::string fixed_files = args.get("--fixed-files").value_or("off");
-    std::string incremental = args.get("--incremental-buffers").value_or("on");
     if (api != "auto" && api != "read_some" && api != "receive") {
         std::fprintf(stderr, "error: --api must be auto, read_some or receive, not '%s'\n", api.c_str());
         return 2;
     }
-    if (multishot != "on" && multishot != "off") {
-        std::fprintf(stderr, "error: --multishot must be on or off, not '%s'\n", multishot.c_str());
-        return 2;
-    }
-    if (fixed_files != "on" && fixed_files != "off") {
-        std::fprintf(stderr, "error: --fixed-files must be on or off, not '%s'\n", fixed_files.c_str());
-        return 2;
-    }
-    set.fixed_files = fixed_files == "on";
-    if (incremental != "on" && incremental != "off") {
-        std::fprintf(stderr, "error: --incremental-buffers must be on or off, not '%s'\n", incremental.c_str());
-        return 2;
-    }
-    set.incremental = incremental == "on";
+    set.multishot = example::on_off_or_exit("--multishot", args.get("--multishot").value_or("on"));
+    set.fixed_files = example::on_off_or_exit("--fixed-files", args.get("--fixed-files").value_or("off"));
+    set.incremental = example::on_off_or_exit("--incremental-buffers", args.get("--incremental-buffers").value_or("on"));
     set.buffer_size = static_cast<std::uint32_t>(
         example::number_or_exit("--buffer-size", args.get("--buffer-size").value_or("65536"), 64, 1u << 24));
     set.receive = api != "read_some";
-    set.multishot = multishot == "on";
     using measured = weft::backend_list<weft::backend::epoll_lt_eager>;
     int rc = 2;
     auto go = [&]<class B>() { rc = run<B>(set); };

@@ -63,6 +63,15 @@ inline unsigned long number_or_exit(const char* option, const std::string& text,
     return v;
 }
 
+/// Parses `on` or `off` (true for on) or exits with a message naming the option.
+inline bool on_off_or_exit(const char* option, const std::string& text) {
+    if (text != "on" && text != "off") {
+        std::fprintf(stderr, "error: %s must be on or off, not '%s'\n", option, text.c_str());
+        std::exit(2);
+    }
+    return text == "on";
+}
+
 /// Parses a port number 0..65535 or exits with a message naming the bad value.
 inline std::uint16_t port_or_exit(const std::string& text) {
     return static_cast<std::uint16_t>(number_or_exit("--port", text, 0, 65535));

@@ -866,12 +866,13 @@ private:
     }
     /// True once `op`'s socket has been detached (closed): its fd number may already
     /// belong to another socket, so nothing of `op` may be submitted again.
-    bool stale(const detail::proactor_op& op) noexcept {
-        const fd_slot* slot = find_slot(op.fd);
+    /// `slot` is `op`'s fd's (`find_slot`), looked up once by the caller.
+    static bool stale(const detail::proactor_op& op, const fd_slot* slot) noexcept {
         return slot && slot->generation != op.generation;
     }
-    void unmark(const detail::proactor_op& op) noexcept {
-        fd_slot* slot = find_slot(op.fd);
+    /// Clears `op`'s busy bit, unless its socket has been detached (the bits belong to the
+    /// number's new owner then). `slot` as for `stale`.
+    static void unmark(const detail::proactor_op& op, fd_slot* slot) noexcept {
         if (slot && slot->generation == op.generation)
             slot->busy &= static_cast<std::uint8_t>(~(1u << static_cast<unsigned>(op.dir)));
     }
@@ -1053,7 +1054,7 @@ private:
             s->flags |= IOSQE_BUFFER_SELECT;
             s->buf_group = buffer_group;
         }
-        if (const fd_slot* slot = find_slot(m.fd); slot && slot->fixed) s->flags |= IOSQE_FIXED_FILE;
+        if (fixed_file(m.fd)) s->flags |= IOSQE_FIXED_FILE;
         io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(&m) | multishot_bit);
         m.armed = true;
     }
@@ -1243,8 +1244,8 @@ private:
     /// Hands one result to `op`: completes it, or submits its next step.
     void settle(detail::proactor_op& op, int res, std::uint64_t flags = 0) noexcept {
         fd_slot* slot = find_slot(op.fd);
-        if (slot && slot->generation != op.generation) [[unlikely]]
-            return settle_closed(op, res, flags);  // stale: see `stale`
+        if (stale(op, slot)) [[unlikely]]
+            return settle_closed(op, res, flags);
         if ((res == -ENOBUFS || res == -EINTR) && settle_retry(op, res)) [[unlikely]]
             return;
         if (op.abandoned) [[unlikely]]
@@ -1255,10 +1256,7 @@ private:
             return;
         }
         if (!done) op.res = -ECANCELED;  // cancelled between two steps: the rest never happened
-        // `unmark`, with the slot found above (finishing an operation opens no fd, so the
-        // table has not moved).
-        if (slot && slot->generation == op.generation)
-            slot->busy &= static_cast<std::uint8_t>(~(1u << static_cast<unsigned>(op.dir)));
+        unmark(op, slot);  // (finishing an operation opens no fd: the table has not moved)
         finish_settled(op, flags);
     }
 
@@ -1317,7 +1315,7 @@ private:
     void settle_abandoned(detail::proactor_op& op, int res, std::uint64_t flags) noexcept {
         give_back_buffer(flags);
         op.res = res;
-        unmark(op);
+        unmark(op, find_slot(op.fd));
         finish_settled(op, flags);
     }
 
