@@ -275,7 +275,8 @@ def timed_run(server, cell, seconds, warmup):
 
 
 # Library options measured on and off: (backend, option) -> (echo_server arguments for
-# on, for off, what the option is). The runs rotate the two and use the target cells.
+# on, for off, what the option is[, the cells, when not the target cells]). The runs
+# rotate the two.
 OPTION_VARIANTS = {
     ("uring", ".fixed_files"): (["--fixed-files", "on"], ["--fixed-files", "off"],
                                 "sockets in the ring's registered file table, every operation with "
@@ -283,6 +284,13 @@ OPTION_VARIANTS = {
     ("uring", ".incremental_buffers"): (["--incremental-buffers", "on"], ["--incremental-buffers", "off"],
                                         "provided buffers consumed incrementally (IOU_PBUF_RING_INC): receive() "
                                         "takes only the bytes it got from a buffer (on by default)"),
+    # Bundles happen only when more bytes wait than the next buffer holds: the bulk cell
+    # is measured too.
+    ("uring", ".bundles"): (["--bundles", "on"], ["--bundles", "off"],
+                            "receive bundles (IORING_RECVSEND_BUNDLE): the multishot recv takes several provided "
+                            "buffers in one completion when more bytes wait than the next buffer holds (on by "
+                            "default)",
+                            TARGET_CELLS + [(64, 4096, 16)]),
 }
 
 
@@ -291,8 +299,8 @@ def measure_options(servers, cells, seconds, args):
     the target cells in this run: medians of rotated runs, and the geometric mean of the
     per-cell ratios (on over off)."""
     results = {}
-    tcells = [c for c in TARGET_CELLS if c in cells]
-    for (backend, option), (on, off, about) in OPTION_VARIANTS.items():
+    for (backend, option), (on, off, about, *where) in OPTION_VARIANTS.items():
+        tcells = [c for c in (where[0] if where else TARGET_CELLS) if c in cells]
         srv = next((s for s in servers if s.name == backend), None)
         if srv is None or not tcells:
             continue

@@ -55,6 +55,30 @@
 
 namespace weft::backend {
 
+/// io_uring interface values newer than liburing 2.3's headers (Debian 12's), spelled out
+/// here so that weft builds against it and uses them when the running kernel has them.
+namespace uring_abi {
+/// `IOU_PBUF_RING_INC`, the buffer ring flag for incremental consumption (kernel
+/// 6.12; liburing 2.3's headers predate it).
+inline constexpr std::uint16_t pbuf_ring_inc = 2;
+/// Sets a buffer ring registration's flags: the field is `flags` in liburing 2.4 and
+/// later, `pad` in 2.3 (a template, so that only the member that exists is named).
+template <class Reg>
+inline void set_ring_flags(Reg& reg, std::uint16_t flags) noexcept {
+    if constexpr (requires { reg.flags; })
+        reg.flags = flags;
+    else
+        reg.pad = flags;
+}
+/// `IORING_CQE_F_BUF_MORE`: the kernel keeps filling this completion's buffer (6.12).
+inline constexpr std::uint32_t cqe_f_buf_more = 1u << 4;
+/// `IORING_RECVSEND_BUNDLE`, in a receive's `ioprio`: take several provided buffers in
+/// one completion (kernel 6.10; liburing 2.3's headers predate it).
+inline constexpr std::uint16_t recvsend_bundle = 1u << 4;
+/// `IORING_FEAT_RECVSEND_BUNDLE`: the kernel takes receive bundles.
+inline constexpr std::uint32_t feat_recvsend_bundle = 1u << 14;
+}  // namespace uring_abi
+
 /// The io_uring proactor: the kernel performs each operation and posts its completion.
 class uring {
 public:
@@ -98,6 +122,13 @@ public:
         /// taking one each. A buffer goes back to the ring when the kernel has filled it
         /// and every lease on a piece of it has been given back.
         bool incremental_buffers = true;
+        /// The multishot recv behind `receive()` takes several provided buffers in one
+        /// completion when more bytes are waiting than the next buffer holds (receive
+        /// bundles, `IORING_RECVSEND_BUNDLE`, kernel 6.10): one completion, and one trip
+        /// through the kernel's receive path, per burst instead of per buffer. weft hands
+        /// the buffers out one lease each, in order, as it would hand out separate
+        /// completions (the first now, the rest read ahead).
+        bool bundles = true;
     };
 
     /// What the ring in use actually got (for reports and tests).
@@ -116,6 +147,9 @@ public:
         /// Provided buffers are consumed incrementally (`IOU_PBUF_RING_INC`, kernel 6.12);
         /// known once the buffer ring is registered (the first `receive()`).
         bool incremental_buffers = false;
+        /// The multishot recv takes bundles of buffers (`IORING_FEAT_RECVSEND_BUNDLE`,
+        /// kernel 6.10). Single-shot receives never do (see `options::bundles`).
+        bool bundles = false;
     };
 
     /// True unless `WEFT_DISABLE_URING` is set to a non-empty value other than "0", or a
@@ -191,7 +225,9 @@ public:
     /// Completions a stream's multishot recv reads ahead before it is cancelled (until
     /// the application takes them): bounds what a slow reader holds of the buffer ring.
     /// All streams together read ahead into at most half the ring; and no receive waits
-    /// for a buffer while read-ahead holds one (see `reclaim_read_ahead`).
+    /// for a buffer while read-ahead holds one (see `reclaim_read_ahead`). A bundle
+    /// (`options::bundles`) that crosses the cap is queued whole: its buffers are already
+    /// taken.
     static constexpr std::size_t max_read_ahead = 4;
     /// Provided buffers that hold read-ahead bytes nobody has taken yet, over all
     /// streams (diagnostics and tests).
@@ -216,6 +252,9 @@ public:
     detail::buffer_source* buffers() noexcept { return buffers_.get(); }
     /// Provided buffers not on loan (diagnostics and tests).
     std::size_t free_buffers() const noexcept { return buffers_ ? buffers_->available : opts_.buffer_count; }
+    /// Receive completions so far that held more than one provided buffer (bundles, see
+    /// `options::bundles`; diagnostics, tests and benchmarks).
+    std::size_t bundles_received() const noexcept { return bundles_received_; }
 
     /// Whether the socket `fd` is in the registered file table, so its operations are
     /// submitted with `IOSQE_FIXED_FILE` (diagnostics and tests).
@@ -596,8 +635,11 @@ private:
         /// the buffer its bytes start. Every such completion is given back once (a lease,
         /// or at once when it carries no data).
         std::uint32_t taken(std::uint16_t id, int res, [[maybe_unused]] std::uint32_t cqe_flags) noexcept {
+            // The kernel takes buffers in ring order: this one is at the head.
+            assert(id == id_at(head));
             if (!fills) {  // the completion has the whole buffer: it left the ring
                 --available;
+                ++head;
                 return 0;
             }
             fill& f = fills[id];
@@ -610,11 +652,55 @@ private:
                 if (f.used >= slab.size()) {
                     f.in_ring = false;
                     --available;
+                    ++head;
                 }
                 // The kernel says the same: "more" while it keeps the buffer.
-                assert(((cqe_flags & cqe_f_buf_more) != 0) == f.in_ring);
+                assert(((cqe_flags & uring_abi::cqe_f_buf_more) != 0) == f.in_ring);
             }
             return at;
+        }
+        /// `taken` for a bundle completion (`options::bundles`): `res` bytes from buffer
+        /// `id` (the head) on, in ring order, each buffer filled before the next. Returns
+        /// how many buffers hold them; the second and later are chained from `id` through
+        /// `next`, with their byte counts in `length`, for `reap` to hand out one each
+        /// (the ring's own entries may be rewritten by then). Adds the first piece's
+        /// offset to `flags`, or drops its buffer flag when the bundle got no bytes (the
+        /// kernel then keeps the buffer in the ring).
+        std::uint32_t take_bundle(std::uint64_t& flags, int res) noexcept {
+            auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+            const auto cqe_flags = static_cast<std::uint32_t>(flags);
+            if (res <= 0 && !fills) {
+                flags &= ~std::uint64_t{IORING_CQE_F_BUFFER};
+                return 1;
+            }
+            auto left = static_cast<std::uint32_t>(std::max(res, 0));
+            const std::uint32_t room = slab.size() - (fills ? fills[id].used : 0);
+            if (left <= room) {  // one buffer: an ordinary completion
+                flags |= std::uint64_t{taken(id, res, cqe_flags)} << 32;
+                return 1;
+            }
+            // Every buffer but the last is full: the kernel moved past it ("more" is the
+            // last one's).
+            flags |= std::uint64_t{taken(id, static_cast<int>(room), cqe_flags & ~uring_abi::cqe_f_buf_more)} << 32;
+            left -= room;
+            std::uint32_t count = 1;
+            while (left > 0) {
+                const std::uint16_t at = id_at(head);
+                next[id] = at;
+                id = at;
+                const std::uint32_t n = std::min(left, slab.size());
+                left -= n;
+                [[maybe_unused]] const std::uint32_t offset =
+                    taken(id, static_cast<int>(n), left > 0 ? cqe_flags & ~uring_abi::cqe_f_buf_more : cqe_flags);
+                assert(offset == 0);
+                length[id] = n;
+                ++count;
+            }
+            return count;
+        }
+        /// The buffer at ring position `pos` (the kernel's positions: 16 bits, wrapping).
+        std::uint16_t id_at(std::uint16_t pos) const noexcept {
+            return ring->bufs[pos & io_uring_buf_ring_mask(slab.count())].bid;
         }
         void give_back(std::uint16_t id) noexcept override {
             if (fills) {
@@ -639,6 +725,12 @@ private:
         uring& owner;
         detail::buffer_slab slab;
         std::unique_ptr<fill[]> fills;  ///< per buffer; null unless consumed incrementally
+        /// Bundles: the buffer after this one in its bundle, and its byte count (per buffer,
+        /// valid from `reap` taking it to `reap` handing it out; null without bundles).
+        std::unique_ptr<std::uint16_t[]> next;
+        std::unique_ptr<std::uint32_t[]> length;  ///< (see `next`)
+        /// The ring position the kernel takes the next buffer from, as we follow it.
+        std::uint16_t head = 0;
         io_uring_buf_ring* ring = nullptr;
         void* memory = nullptr;
         std::size_t memory_size = 0;
@@ -677,20 +769,6 @@ private:
         auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         return spilled(flags) ? spill_.chunks[id].get() : buffers_->slab.at(id) + (flags >> 32);
     }
-    /// `IOU_PBUF_RING_INC`, the buffer ring flag for incremental consumption (kernel
-    /// 6.12; liburing 2.3's headers predate it).
-    static constexpr std::uint16_t pbuf_ring_inc = 2;
-    /// Sets a buffer ring registration's flags: the field is `flags` in liburing 2.4 and
-    /// later, `pad` in 2.3 (a template, so that only the member that exists is named).
-    template <class Reg>
-    static void set_ring_flags(Reg& reg, std::uint16_t flags) noexcept {
-        if constexpr (requires { reg.flags; })
-            reg.flags = flags;
-        else
-            reg.pad = flags;
-    }
-    /// `IORING_CQE_F_BUF_MORE`: the kernel keeps filling this completion's buffer (6.12).
-    static constexpr std::uint32_t cqe_f_buf_more = 1u << 4;
 
     /// Registers the buffer ring on first use; 0 or -errno (`-EINVAL` for a buffer count
     /// that is not a power of two; older kernels without buffer rings fail here).
@@ -715,7 +793,7 @@ private:
         reg.bgid = buffer_group;
         int err = -EINVAL;  // (without incremental consumption: register plainly below)
         if (opts_.incremental_buffers) {
-            set_ring_flags(reg, pbuf_ring_inc);
+            uring_abi::set_ring_flags(reg, uring_abi::pbuf_ring_inc);
             err = io_uring_register_buf_ring(&ring_, &reg, 0);
             if (err == 0) {
                 b->fills = std::unique_ptr<buffer_ring::fill[]>(new (std::nothrow) buffer_ring::fill[count]);
@@ -724,7 +802,7 @@ private:
                     err = -ENOMEM;
                 }
             }
-            set_ring_flags(reg, 0);
+            uring_abi::set_ring_flags(reg, 0);
         }
         if (err == -EINVAL || err == -ENOMEM) err = io_uring_register_buf_ring(&ring_, &reg, 0);  // before 6.12
         if (err < 0) {
@@ -732,6 +810,15 @@ private:
             return err;
         }
         features_.incremental_buffers = b->fills != nullptr;
+        if (features_.bundles) {  // (no multishot recv is armed before this: it is the first receive)
+            b->next = std::unique_ptr<std::uint16_t[]>(new (std::nothrow) std::uint16_t[count]);
+            b->length = std::unique_ptr<std::uint32_t[]>(new (std::nothrow) std::uint32_t[count]);
+            if (!b->next || !b->length) {
+                features_.bundles = false;
+                b->next.reset();
+                b->length.reset();
+            }
+        }
         for (std::uint16_t i = 0; i < count; ++i)
             io_uring_buf_ring_add(b->ring, b->slab.at(i), b->slab.size(), i, io_uring_buf_ring_mask(count), i);
         io_uring_buf_ring_advance(b->ring, count);
@@ -784,6 +871,7 @@ private:
         features_.nodrop = (p.features & IORING_FEAT_NODROP) != 0;
         features_.sq_entries = p.sq_entries;
         features_.cq_entries = p.cq_entries;
+        features_.bundles = opts.bundles && (p.features & uring_abi::feat_recvsend_bundle) != 0;
         if (opts.register_ring_fd) features_.registered_ring_fd = io_uring_register_ring_fd(&ring_) == 1;
         if (opts.fixed_files) register_file_table();
         return 0;
@@ -1053,6 +1141,7 @@ private:
             io_uring_prep_recv_multishot(s, m.fd, nullptr, 0, 0);
             s->flags |= IOSQE_BUFFER_SELECT;
             s->buf_group = buffer_group;
+            if (features_.bundles) s->ioprio |= uring_abi::recvsend_bundle;  // (liburing 2.3 has no helper)
         }
         if (fixed_file(m.fd)) s->flags |= IOSQE_FIXED_FILE;
         io_uring_sqe_set_data64(s, reinterpret_cast<std::uintptr_t>(&m) | multishot_bit);
@@ -1188,6 +1277,30 @@ private:
             }
         }
         if (w) resubmit_waiter(m);  // a plain read waiting for the read-ahead: copy it now
+    }
+
+    /// A bundle completion of stream `m`'s multishot recv (`options::bundles`): handed
+    /// on as one completion per buffer, in order, as if the kernel had posted them
+    /// separately. The first has the bytes from its offset to the buffer's end, every
+    /// later one starts at its buffer's start (`take_bundle` chained them); all but the
+    /// last say "more" (the request goes on), the last has the CQE's own flags.
+    void on_bundle(multishot& m, std::uint64_t flags, std::uint32_t count) noexcept {
+        constexpr std::uint64_t more = IORING_CQE_F_BUFFER | IORING_CQE_F_MORE;
+        auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+        const std::uint32_t offset = static_cast<std::uint32_t>(flags >> 32);
+        for (std::uint32_t i = 0; i < count; ++i) {
+            const std::uint64_t piece = std::uint64_t{id} << IORING_CQE_BUFFER_SHIFT;
+            if (i + 1 == count) {
+                on_multishot(m, static_cast<int>(buffers_->length[id]), (flags & ((1u << IORING_CQE_BUFFER_SHIFT) - 1)) | piece);
+                break;
+            }
+            // Read before handing the piece on: its buffer may come back to the ring, and
+            // be taken again, while it is handled.
+            const std::uint16_t following = buffers_->next[id];
+            const int bytes = static_cast<int>(i == 0 ? buffers_->slab.size() - offset : buffers_->length[id]);
+            on_multishot(m, bytes, more | piece | (i == 0 ? std::uint64_t{offset} << 32 : 0));
+            id = following;
+        }
     }
 
     /// Prepares `m`'s waiter again, now that the request's state changed.
@@ -1343,6 +1456,7 @@ private:
             std::uint64_t tag;
             int res;
             std::uint64_t flags;  ///< the CQE's flags; a provided buffer's offset in the high half
+            std::uint32_t buffers;  ///< provided buffers it holds: more than one for a bundle
         };
         for (;;) {
             completion batch[64];
@@ -1350,7 +1464,7 @@ private:
             unsigned head;
             io_uring_cqe* cqe;
             io_uring_for_each_cqe(&ring_, head, cqe) {
-                batch[n++] = {io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags};
+                batch[n++] = {io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags, 1};
                 if (n == 64) break;
             }
             if (n == 0) break;
@@ -1360,7 +1474,10 @@ private:
             // next batch.
             for (unsigned i = 0; i < n; ++i) {
                 completion& c = batch[i];
-                if ((c.flags & IORING_CQE_F_BUFFER) && buffers_)
+                if (!(c.flags & IORING_CQE_F_BUFFER) || !buffers_) continue;
+                if (buffers_->next && (c.tag & multishot_bit) && c.tag != LIBURING_UDATA_TIMEOUT)
+                    c.buffers = buffers_->take_bundle(c.flags, c.res);  // (every multishot recv takes bundles)
+                else
                     c.flags |= std::uint64_t{buffers_->taken(static_cast<std::uint16_t>(c.flags >> IORING_CQE_BUFFER_SHIFT),
                                                              c.res, static_cast<std::uint32_t>(c.flags))}
                                << 32;
@@ -1380,7 +1497,13 @@ private:
                 } else if (c.tag & cancel_bit) {
                     on_cancel(*reinterpret_cast<detail::proactor_op*>(c.tag & ~cancel_bit), c.res);
                 } else if (c.tag & multishot_bit) {
-                    on_multishot(*reinterpret_cast<multishot*>(c.tag & ~multishot_bit), c.res, c.flags);
+                    auto& m = *reinterpret_cast<multishot*>(c.tag & ~multishot_bit);
+                    if (c.buffers > 1) [[unlikely]] {
+                        ++bundles_received_;
+                        on_bundle(m, c.flags, c.buffers);
+                    } else {
+                        on_multishot(m, c.res, c.flags);
+                    }
                 } else {
                     settle(*reinterpret_cast<detail::proactor_op*>(c.tag), c.res, c.flags);
                 }
@@ -1418,6 +1541,7 @@ private:
     std::unique_ptr<buffer_ring> buffers_;             ///< provided buffers, registered on first receive()
     spill_store spill_;                                ///< read-ahead copied out of the ring under pressure
     std::size_t read_ahead_buffers_ = 0;               ///< queued receive completions holding a provided buffer
+    std::size_t bundles_received_ = 0;                 ///< (see `bundles_received`)
     std::deque<detail::proactor_op*> buffer_waiters_;  ///< receives that found the ring empty
 };
 
