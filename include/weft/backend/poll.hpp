@@ -3,6 +3,7 @@
 /// @brief The poll(2) demultiplexer (`backend::poll`).
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -30,7 +31,10 @@ public:
         if (*at) return -EEXIST;
         try {
             fds_.push_back({fd, events, 0});
-            ready_.reserve(fds_.size());  // so the wait never allocates
+            // So the wait never allocates; grown geometrically, as `fds_` is: reserving
+            // the exact size reallocated at every new high-water mark of watched fds,
+            // which with interest coming and going creeps up all through a run.
+            if (ready_.capacity() < fds_.size()) ready_.reserve(std::max(fds_.size(), 2 * ready_.capacity()));
         } catch (...) {
             if (fds_.size() > ready_.capacity()) fds_.pop_back();
             return -ENOMEM;
