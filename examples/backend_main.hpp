@@ -3,6 +3,7 @@
 // --backend with the same exit statuses everywhere.
 #pragma once
 
+#include <weft/choose.hpp>
 #include <weft/weft.hpp>
 
 #include <cstdio>
@@ -38,11 +39,29 @@ inline weft::task<bool> keep_accepting(std::error_code error) {
     co_return true;
 }
 
+/// The backend a program runs on when no `--backend` is given: the first that can run
+/// here of io_uring, edge-triggered epoll and poll. Prints the choice, and why it passed
+/// over the ones before it, to stderr ("backend: epoll_et (uring: ...)").
+inline std::string first_available_backend() {
+#if WEFT_HAS_URING
+    auto choice = weft::first_available<weft::backend::uring, weft::backend::epoll_et, weft::backend::poll>();
+#else
+    auto choice = weft::first_available<weft::backend::epoll_et, weft::backend::poll>();
+#endif
+    std::fprintf(stderr, "backend: %s\n", choice.describe().c_str());
+    return std::string(choice.chosen);
+}
+
 /// Runs `f.template operator()<B>()` (which returns the exit status) for the backend named
-/// `name`. Exit status 2: no such backend; 3: the backend is not available in this
-/// process (io_uring disabled, for instance); 1: it failed to start for another reason.
+/// `name`, or for `first_available_backend()` when `name` is empty (no `--backend`).
+/// Exit status 2: no such backend; 3: the backend is not available in this process
+/// (io_uring disabled, for instance); 1: it failed to start for another reason.
 template <class F>
-int run_on_backend(const std::string& name, F&& f) {
+int run_on_backend(std::string name, F&& f) {
+    if (name.empty()) {
+        name = first_available_backend();
+        if (name.empty()) return 3;
+    }
     int rc = 2;
     try {
         if (!weft::with_backend(name, [&]<class B>() { rc = f.template operator()<B>(); })) {

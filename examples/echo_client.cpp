@@ -1,6 +1,6 @@
 // Sends each message to an echo server, half-closes, and prints everything it answers.
 //
-//   echo_client [--host 127.0.0.1] [--port 8800] [--backend epoll_et] [--timeout-ms 5000] MESSAGE...
+//   echo_client [--host 127.0.0.1] [--port 8800] [--backend NAME] [--timeout-ms 5000] MESSAGE...
 //
 // Against upper_echo_server: `echo_client --port 8800 Hello` prints `HELLO`.
 #include <weft/weft.hpp>
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     auto server = example::endpoint_or_exit(args.get("--host").value_or("127.0.0.1"), port);
     auto timeout = std::chrono::milliseconds(
         example::number_or_exit("--timeout-ms", args.get("--timeout-ms").value_or("5000"), 1, 86'400'000));
-    return example::run_on_backend(args.get("--backend").value_or("epoll_et"), [&]<class B>() {
+    return example::run_on_backend(args.get("--backend").value_or(""), [&]<class B>() {
         weft::loop<B> loop;
         return loop.run(talk(loop, server, args.positional, timeout));
     });

@@ -765,6 +765,6 @@ int main(int argc, char** argv) {
     auto header_timeout = std::chrono::seconds(
         example::number_or_exit("--header-timeout", args.get("--header-timeout").value_or("10"), 1, 86400));
     bool naive = args.get("--naive").has_value();
-    return example::run_on_backend(args.get("--backend").value_or("epoll_et"),
+    return example::run_on_backend(args.get("--backend").value_or(""),
                                    [&]<class B>() { return run<B>(*root, *listen, header_timeout, naive); });
 }

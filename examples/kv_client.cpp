@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> commands(args.positional.begin(), args.positional.end());
     if (!want_stats && commands.empty())
         for (std::string line; std::getline(std::cin, line);) commands.push_back(line);
-    return example::run_on_backend(args.get("--backend").value_or("epoll_et"), [&]<class B>() {
+    return example::run_on_backend(args.get("--backend").value_or(""), [&]<class B>() {
         weft::loop<B> loop;
         auto work = [&]() -> weft::task<weft::result<int>> {
             // (Not `co_return c ? co_await a : co_await b;`: g++ 12 evaluates both awaits.)

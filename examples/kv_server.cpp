@@ -248,6 +248,6 @@ int main(int argc, char** argv) {
     }
     auto idle = std::chrono::seconds(
         example::number_or_exit("--idle-timeout", args.get("--idle-timeout").value_or("10"), 1, 86400));
-    return example::run_on_backend(args.get("--backend").value_or("epoll_et"),
+    return example::run_on_backend(args.get("--backend").value_or(""),
                                    [&]<class B>() { return run<B>(*listen, idle); });
 }

@@ -2,7 +2,7 @@
 // (ASCII a-z only; every other byte unchanged). Many clients at once; when a client
 // half-closes, the server sends what is left and closes.
 //
-//   upper_echo_server [--port 8800] [--host 127.0.0.1] [--backend epoll_et]
+//   upper_echo_server [--port 8800] [--host 127.0.0.1] [--backend NAME]
 //
 // Prints the address it listens on; exits cleanly on SIGINT/SIGTERM. Exit status 3
 // means the backend is not available in this process.
@@ -79,6 +79,6 @@ int main(int argc, char** argv) {
     }
     std::uint16_t port = example::port_or_exit(args.get("--port").value_or("8800"));
     auto where = example::endpoint_or_exit(args.get("--host").value_or("127.0.0.1"), port);
-    return example::run_on_backend(args.get("--backend").value_or("epoll_et"),
+    return example::run_on_backend(args.get("--backend").value_or(""),
                                    [&]<class B>() { return run<B>(where); });
 }
