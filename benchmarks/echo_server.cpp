@@ -19,8 +19,8 @@
 // what IOSQE_FIXED_FILE buys; off, the library's default).
 // --incremental-buffers off makes uring's receive() take a whole provided buffer per
 // completion (to measure what incremental consumption buys; on, the library's default).
-// --bundles off makes uring's multishot recv take one provided buffer per completion
-// (to measure what receive bundles buy; on, the library's default).
+// --bundles on lets uring's multishot recv take several provided buffers per completion
+// (to measure what receive bundles buy; off, the library's default).
 // --buffer-size sets read_some's buffer and the provided buffers' size. The default,
 // 64 KiB, is the C epoll server's read buffer: with 16 KiB (the library's default for
 // provided buffers) a connection with 16 x 4 KiB in flight took four reads and four
@@ -52,7 +52,7 @@ struct settings {
     bool multishot = true;   ///< --multishot (uring's receive())
     bool fixed_files = false; ///< --fixed-files (uring's registered file table)
     bool incremental = true;  ///< --incremental-buffers (uring's provided buffers)
-    bool bundles = true;      ///< --bundles (uring's multishot recv)
+    bool bundles = false;     ///< --bundles (uring's multishot recv)
     std::uint32_t buffer_size = 65536;  ///< --buffer-size
 };
 
@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
     set.multishot = example::on_off_or_exit("--multishot", args.get("--multishot").value_or("on"));
     set.fixed_files = example::on_off_or_exit("--fixed-files", args.get("--fixed-files").value_or("off"));
     set.incremental = example::on_off_or_exit("--incremental-buffers", args.get("--incremental-buffers").value_or("on"));
-    set.bundles = example::on_off_or_exit("--bundles", args.get("--bundles").value_or("on"));
+    set.bundles = example::on_off_or_exit("--bundles", args.get("--bundles").value_or("off"));
     set.buffer_size = static_cast<std::uint32_t>(
         example::number_or_exit("--buffer-size", args.get("--buffer-size").value_or("65536"), 64, 1u << 24));
     set.receive = api != "read_some";

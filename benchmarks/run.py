@@ -288,7 +288,7 @@ OPTION_VARIANTS = {
     # is measured too.
     ("uring", ".bundles"): (["--bundles", "on"], ["--bundles", "off"],
                             "receive bundles (IORING_RECVSEND_BUNDLE): the multishot recv takes several provided "
-                            "buffers in one completion when more bytes wait than the next buffer holds (on by "
+                            "buffers in one completion when more bytes wait than the next buffer holds (off by "
                             "default)",
                             TARGET_CELLS + [(64, 4096, 16)]),
 }
@@ -1080,6 +1080,11 @@ def render_report(args, started, seconds, cells, servers, skipped, perf_problem,
         lines += render_options(options)
     lines += ["## Targets", "", render_targets(summary, servers, cells, rss, ir, compile_rows, options), "",
               STRUCTURAL, ""]
+    # Why each missed target is missed and what would close it: written by hand from a
+    # run's profiles (benchmarks/targets_missed.md names the run it analyses).
+    missed = ROOT / "benchmarks" / "targets_missed.md"
+    if missed.exists():
+        lines += [missed.read_text().rstrip(), ""]
     bound = [f"{cell_name(c)}: {s.name}" for c in cells for s in servers
              if summary[(c, s.name)].get("client_bound")]
     lines += ["## Client-bound cells", "",

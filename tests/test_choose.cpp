@@ -186,7 +186,7 @@ TEST_CASE("the io_uring probe reports the ring features and opcodes weft uses", 
         REQUIRE(o.present);  // every opcode weft submits exists on the kernels it runs on (5.7+ for SPLICE)
     }
     // What the backend itself found agrees with the probe.
-    weft::loop<weft::backend::uring> loop;
+    weft::loop<weft::backend::uring> loop(weft::backend::uring::options{.bundles = true});
     const auto f = loop.backend().features();
     for (const auto& p : u.features) {
         if (p.name.starts_with("IORING_SETUP_SINGLE_ISSUER")) REQUIRE(p.present == f.defer_taskrun);

@@ -320,7 +320,7 @@ TEST_CASE("uring: incremental buffers: more small leases held at once than the r
     }());
 }
 
-TEST_CASE("uring: incremental buffers pass the receive() scenarios, with pieces that wrap the ring",
+TEST_CASE("uring: incremental buffers (and with multishot, bundles) pass the receive() scenarios, with pieces that wrap the ring",
           "[uring][receive]") {
     WEFT_REQUIRE_BACKEND(uring);
     for (bool multishot : {true, false}) {
@@ -329,7 +329,8 @@ TEST_CASE("uring: incremental buffers pass the receive() scenarios, with pieces 
                                    .buffer_size = 1000,
                                    .multishot_accept = multishot,
                                    .multishot_recv = multishot,
-                                   .incremental_buffers = true};
+                                   .incremental_buffers = true,
+                                   .bundles = multishot};  // (bundles are off by default: covered here)
         receive_1mib<uring>(small);
         receive_mixed<uring>(small);
         receive_cancel_race<uring>(small);

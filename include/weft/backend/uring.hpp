@@ -127,8 +127,12 @@ public:
         /// bundles, `IORING_RECVSEND_BUNDLE`, kernel 6.10): one completion, and one trip
         /// through the kernel's receive path, per burst instead of per buffer. weft hands
         /// the buffers out one lease each, in order, as it would hand out separate
-        /// completions (the first now, the rest read ahead).
-        bool bundles = true;
+        /// completions (the first now, the rest read ahead). Off by default: it measured
+        /// no reliable difference in server CPU per message (within ±3% on the target
+        /// cells; at 64 x 4096 B x depth 16, where bursts do span buffers, three runs gave
+        /// -6%, -1% and +18%, the noise of that client-bound cell; benchmarks/uring_options.sh
+        /// bundles and run.py's on/off runs).
+        bool bundles = false;
     };
 
     /// What the ring in use actually got (for reports and tests).
