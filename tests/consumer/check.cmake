@@ -1,4 +1,5 @@
-# Runs by `cmake -P`: configure+install weft to a temporary prefix, then configure,
+# Runs by `cmake -P`: configure, build and install weft to a temporary prefix (and run the
+# installed weft-doctor), then configure,
 # build and run tests/consumer against it with find_package(weft).
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
@@ -11,7 +12,10 @@ endfunction()
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/weft -DCMAKE_CXX_COMPILER=${CXX}
     -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_EXAMPLES=OFF -DWEFT_BUILD_BENCHMARKS=OFF
     -DCMAKE_INSTALL_PREFIX=${prefix})
+# (Built first: the package installs weft-doctor, a program, with the headers.)
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/weft)
 run(${CMAKE_COMMAND} --install ${WORK_DIR}/weft)
+run(${prefix}/bin/weft-doctor)
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/consumer
     -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_PREFIX_PATH=${prefix})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/consumer)
