@@ -79,6 +79,5 @@ int main(int argc, char** argv) {
     }
     std::uint16_t port = example::port_or_exit(args.get("--port").value_or("8800"));
     auto where = example::endpoint_or_exit(args.get("--host").value_or("127.0.0.1"), port);
-    return example::run_on_backend(args.get("--backend").value_or(""),
-                                   [&]<class B>() { return run<B>(where); });
+    return example::run_on_backend(args.get("--backend").value_or(""), [&]<class B>() { return run<B>(where); });
 }

@@ -320,8 +320,10 @@ TEST_CASE("uring: incremental buffers: more small leases held at once than the r
     }());
 }
 
-TEST_CASE("uring: incremental buffers (and with multishot, bundles) pass the receive() scenarios, with pieces that wrap the ring",
-          "[uring][receive]") {
+TEST_CASE(
+    "uring: incremental buffers (and with multishot, bundles) pass the receive() scenarios, with pieces that wrap the "
+    "ring",
+    "[uring][receive]") {
     WEFT_REQUIRE_BACKEND(uring);
     for (bool multishot : {true, false}) {
         INFO("multishot " << multishot);
@@ -347,9 +349,10 @@ void append(std::vector<char>& out, const weft::buffer_lease& l) {
 // Receive bundles (IORING_RECVSEND_BUNDLE): one completion for bytes spread over several
 // provided buffers, which weft hands out one lease per buffer. A wrong chain of buffers
 // shows as bytes out of order; a buffer left out of the count never comes back.
-TEST_CASE("uring: receive bundles: a burst over several buffers arrives in order, one lease per buffer, and "
-          "every buffer comes back",
-          "[uring][receive]") {
+TEST_CASE(
+    "uring: receive bundles: a burst over several buffers arrives in order, one lease per buffer, and "
+    "every buffer comes back",
+    "[uring][receive]") {
     WEFT_REQUIRE_BACKEND(uring);
     for (bool incremental : {false, true}) {
         for (bool bundles : {true, false}) {
@@ -417,9 +420,10 @@ TEST_CASE("uring: receive bundles: a burst over several buffers arrives in order
 // Closing a stream whose bundle is partly handed out: the pieces read ahead go back to
 // the ring, a held lease keeps its bytes until it is dropped, and the next socket with
 // the same number gets only its own bytes.
-TEST_CASE("uring: receive bundles: closing a stream with pieces read ahead gives their buffers back, and a reused "
-          "number is the new socket",
-          "[uring][receive][lifetime]") {
+TEST_CASE(
+    "uring: receive bundles: closing a stream with pieces read ahead gives their buffers back, and a reused "
+    "number is the new socket",
+    "[uring][receive][lifetime]") {
     WEFT_REQUIRE_BACKEND(uring);
     for (bool incremental : {false, true}) {
         INFO("incremental buffers " << incremental);

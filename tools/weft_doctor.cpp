@@ -133,7 +133,8 @@ int json_report() {
 #endif
     j += ",\n  \"limits\": {";
     const auto ls = limits();
-    for (std::size_t i = 0; i < ls.size(); ++i) j += std::string(i ? ", " : "") + quoted(ls[i].name) + ": " + quoted(ls[i].value);
+    for (std::size_t i = 0; i < ls.size(); ++i)
+        j += std::string(i ? ", " : "") + quoted(ls[i].name) + ": " + quoted(ls[i].value);
     j += "},\n  \"backends\": [";
     const auto bs = weft::backend_report();
     for (std::size_t i = 0; i < bs.size(); ++i) {

@@ -21,14 +21,14 @@
 #include <sys/resource.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
-#include <string_view>
 #include <vector>
 
 #include "backends.hpp"
@@ -200,7 +200,8 @@ backend_status probe_backend() {
             lim.rlim_cur > static_cast<rlim_t>(B::fd_limit))
             s.notes.push_back("fds from " + std::to_string(B::fd_limit) +
                               " up are refused (FD_SETSIZE), and this process may open " +
-                              detail::soft_limit(RLIMIT_NOFILE) + " (RLIMIT_NOFILE): sockets past it fail with "
+                              detail::soft_limit(RLIMIT_NOFILE) +
+                              " (RLIMIT_NOFILE): sockets past it fail with "
                               "fd_too_large");
     }
     if constexpr (B::name == "sigio")
@@ -219,7 +220,8 @@ backend_status probe_backend() {
             if (!f.present) s.notes.push_back(std::string(f.name) + ": missing (kernel " + std::string(f.since) + ")");
         for (const auto& o : u.opcodes)
             if (!o.present)
-                s.notes.push_back("IORING_OP_" + std::string(o.name) + ": missing (kernel " + std::string(o.since) + ")");
+                s.notes.push_back("IORING_OP_" + std::string(o.name) + ": missing (kernel " + std::string(o.since) +
+                                  ")");
     }
 #endif
     return s;

@@ -1295,7 +1295,8 @@ private:
         for (std::uint32_t i = 0; i < count; ++i) {
             const std::uint64_t piece = std::uint64_t{id} << IORING_CQE_BUFFER_SHIFT;
             if (i + 1 == count) {
-                on_multishot(m, static_cast<int>(buffers_->length[id]), (flags & ((1u << IORING_CQE_BUFFER_SHIFT) - 1)) | piece);
+                on_multishot(m, static_cast<int>(buffers_->length[id]),
+                             (flags & ((1u << IORING_CQE_BUFFER_SHIFT) - 1)) | piece);
                 break;
             }
             // Read before handing the piece on: its buffer may come back to the ring, and
