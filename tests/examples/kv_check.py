@@ -69,6 +69,13 @@ try:
     u.sendto(b"STATS", (host, port))
     data, _ = u.recvfrom(100)
     check(data.decode().strip() == "KEYS 2", f"STATS: {data!r}")
+    # QUIT: BYE, then the server closes. (Before the client program runs: the session would
+    # idle meanwhile, and under ASan on a loaded machine two client runs can outlast the
+    # 1 s idle timeout, which closed it before QUIT was sent.)
+    replies = conversation(s, [b"QUIT\n"], 1)
+    check(replies == ["BYE"], f"QUIT: {replies}")
+    check(s.recv(10) == b"", "closed after BYE")
+    s.close()
     # The client program: pipelined commands in, replies out.
     out = subprocess.run([client_bin, "--connect", f"localhost:{port}", "--backend", backend,
                           "SET c 3", "GET c", "GET b"], capture_output=True, text=True, timeout=20)
@@ -77,11 +84,6 @@ try:
     out = subprocess.run([client_bin, "--connect", f"127.0.0.1:{port}", "--backend", backend, "--stats"],
                          capture_output=True, text=True, timeout=20)
     check(out.returncode == 0 and out.stdout.strip() == "KEYS 3", f"kv_client --stats: {out.stdout!r} {out.stderr!r}")
-    # QUIT: BYE, then the server closes.
-    replies = conversation(s, [b"QUIT\n"], 1)
-    check(replies == ["BYE"], f"QUIT: {replies}")
-    check(s.recv(10) == b"", "closed after BYE")
-    s.close()
     # An idle session is closed after --idle-timeout (1 s here).
     idle = socket.create_connection((host, port), timeout=10)
     t0 = time.monotonic()
