@@ -116,8 +116,7 @@ struct uring_probe {
 /// opcodes (`io_uring_get_probe_ring`).
 inline uring_probe probe_uring() {
     uring_probe out;
-    const char* off = std::getenv("WEFT_DISABLE_URING");
-    if (off && *off && std::strcmp(off, "0") != 0) {
+    if (const char* off = backend::uring::disabled_by_environment()) {
         out.reason = std::string("WEFT_DISABLE_URING=") + off + " in the environment";
         return out;
     }

@@ -156,12 +156,17 @@ public:
         bool bundles = false;
     };
 
+    /// The value of `WEFT_DISABLE_URING` when it switches io_uring off (set, non-empty,
+    /// not "0"), else null: what `available()` and `weft::probe_uring()` both read.
+    static const char* disabled_by_environment() noexcept {
+        const char* off = std::getenv("WEFT_DISABLE_URING");
+        return off && *off && std::strcmp(off, "0") != 0 ? off : nullptr;
+    }
     /// True unless `WEFT_DISABLE_URING` is set to a non-empty value other than "0", or a
     /// ring cannot be created in this process (io_uring disabled by sysctl or seccomp).
     static bool available() noexcept {
         static const bool ok = [] {
-            const char* off = std::getenv("WEFT_DISABLE_URING");
-            if (off && *off && std::strcmp(off, "0") != 0) return false;
+            if (disabled_by_environment()) return false;
             io_uring probe;
             if (io_uring_queue_init(2, &probe, 0) < 0) return false;
             io_uring_queue_exit(&probe);
