@@ -195,37 +195,51 @@ TEMPLATE_TEST_CASE("file: open errors, and open_beneath refuses every way out of
 TEMPLATE_TEST_CASE("file: a cancelled read completes once, with its data or operation_canceled", "[file][cancel]",
                    WEFT_TEST_BACKENDS) {
     WEFT_REQUIRE_BACKEND(TestType);
-    // /dev/zero takes a while to fill 64 MiB: on the readiness backends the read is on a
-    // worker when the stop comes (or still queued: both outcomes are legal). One worker,
-    // so the second read is queued behind the first and is cancelled before it starts.
+    // One worker, held busy by an open(2) of a FIFO, which blocks until a writer opens
+    // it; the read is queued behind it. The stop comes before the writer opens, so on a
+    // readiness backend the read has provably not started: it is cancelled with its
+    // buffer untouched. (A 64 MiB read of /dev/zero used to hold the worker, and on a
+    // loaded machine it could end before the 1 ms timer fired: the read then ran.) The
+    // open itself may be stopped or succeed; the writer's end is opened O_RDWR, which
+    // never blocks, so an open that is already waiting, or starts later, returns.
+    temp_dir dir;
+    const std::string fifo = dir.path + "/fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
     weft::loop<TestType> loop;
     loop.set_worker_threads(1);
     loop.set_inline_file_attempts(false);  // /dev/zero would be read inline
-    std::vector<char> big(64u << 20, 'x'), small(4096, 'x');
+    std::vector<char> small(4096, 'x');
+    int writer = -1;
     run_bounded(loop, [&]() -> weft::task<void> {
         auto f = co_await weft::file<TestType>::open(loop, "/dev/zero");
         REQUIRE(f);
         std::stop_source stop;
+        auto blocker = [](weft::loop<TestType>& l, std::string path) -> weft::task<bool> {
+            auto r = co_await weft::file<TestType>::open(l, std::move(path));
+            co_return r || r.error() == std::errc::operation_canceled || r.error() == std::errc::interrupted;
+        };
         auto reader = [](weft::file<TestType>& file, std::span<std::byte> buf) -> weft::task<weft::result<std::size_t>> {
             co_return co_await file.read_at(buf, 0);
         };
-        auto canceller = [](weft::loop<TestType>& l, std::stop_source& s) -> weft::task<void> {
+        auto canceller = [](weft::loop<TestType>& l, std::stop_source& s, const std::string& path,
+                            int& w) -> weft::task<void> {
             (void)co_await l.sleep_for(1ms);
             s.request_stop();
+            w = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
         };
-        auto [a, b, done] = co_await weft::when_all(weft::with_stop_token(reader(*f, bytes_of(big)), stop.get_token()),
-                                                    weft::with_stop_token(reader(*f, bytes_of(small)), stop.get_token()),
-                                                    canceller(loop, stop));
+        auto [opened, b, done] =
+            co_await weft::when_all(weft::with_stop_token(blocker(loop, fifo), stop.get_token()),
+                                    weft::with_stop_token(reader(*f, bytes_of(small)), stop.get_token()),
+                                    canceller(loop, stop, fifo, writer));
         (void)done;
-        for (auto* r : {&a, &b}) {
-            std::vector<char>& buf = r == &a ? big : small;
-            if (*r) {  // delivered: what it read (io_uring may stop a read part-way: a short read)
-                REQUIRE(**r > 0);
-                REQUIRE(**r <= buf.size());
-                REQUIRE(std::all_of(buf.begin(), buf.begin() + static_cast<long>(**r), [](char c) { return c == 0; }));
-            } else {
-                REQUIRE(r->error() == std::errc::operation_canceled);
-            }
+        REQUIRE(writer >= 0);
+        REQUIRE(opened);
+        if (b) {  // delivered: what it read (io_uring may stop a read part-way: a short read)
+            REQUIRE(*b > 0);
+            REQUIRE(*b <= small.size());
+            REQUIRE(std::all_of(small.begin(), small.begin() + static_cast<long>(*b), [](char c) { return c == 0; }));
+        } else {
+            REQUIRE(b.error() == std::errc::operation_canceled);
         }
         if constexpr (TestType::kind == weft::backend_kind::reactor) {
             // The queued one never started: cancelled before a worker took it, buffer untouched.
@@ -233,6 +247,7 @@ TEMPLATE_TEST_CASE("file: a cancelled read completes once, with its data or oper
             REQUIRE(std::all_of(small.begin(), small.end(), [](char c) { return c == 'x'; }));
         }
     }());
+    if (writer >= 0) ::close(writer);
 }
 
 TEMPLATE_TEST_CASE("file: a loop destroyed while a worker runs a read waits for it (no use after free)",
