@@ -535,7 +535,44 @@ def compile_cost():
             rows.append({"source": label, "compile_s": statistics.median(times),
                          "front_end_s": statistics.median(front), "binary_bytes": size,
                          "stripped_bytes": exe.stat().st_size})
+        if rows:
+            rows[0]["headers"] = header_cost(cases[0][1], cases[0][2], Path(d))
     return rows
+
+
+THREAD_HEADERS = ("<thread>", "<mutex>", "<condition_variable>", "<functional>")
+
+
+def header_cost(src, flags, tmp):
+    """What the standard headers cost the one-backend server's front end: a file that
+    includes exactly the system headers that `src` and the weft headers it reaches
+    include (from `g++ -H`), parsed alone, and again without the four thread headers
+    the worker pool and the resolver need (issue 13 asked what moving them would save)."""
+    trace = subprocess.run(["g++", "-std=c++20", "-O2", "-DNDEBUG", *flags, "-fsyntax-only", "-H", str(src)],
+                           capture_output=True, text=True, check=True).stderr
+    weft_files = {str(src)} | {line.lstrip(". ").strip() for line in trace.splitlines()
+                               if "/weft/" in line and line.startswith(".")}
+    system = set()
+    for f in weft_files:
+        for line in Path(f).read_text().splitlines():
+            m = re.match(r"\s*#\s*include\s*(<[^>]+>)", line)
+            if m and not m.group(1).startswith(("<weft/", "<sanitizer/", "<liburing")):
+                system.add(m.group(1))
+    variants = [("the standard and system headers it includes, alone", sorted(system)),
+                ("the same without " + ", ".join(f"`{h}`" for h in THREAD_HEADERS),
+                 sorted(system - set(THREAD_HEADERS)))]
+    out = []
+    for label, headers in variants:
+        tu = tmp / "headers.cpp"
+        tu.write_text("".join(f"#include {h}\n" for h in headers))
+        times = []
+        for _ in range(3):
+            t = time.monotonic()
+            subprocess.run(["taskset", "-c", "0", "g++", "-std=c++20", "-O2", "-DNDEBUG", "-fsyntax-only", str(tu)],
+                           check=True)
+            times.append(time.monotonic() - t)
+        out.append({"label": label, "count": len(headers), "front_end_s": statistics.median(times)})
+    return out
 
 
 # ------------------------------------------------------------------------------ the run
@@ -1076,6 +1113,13 @@ def render_report(args, started, seconds, cells, servers, skipped, perf_problem,
             lines.append(f"| {r['source']} | {r['compile_s']:.2f} | {r.get('front_end_s', 0):.2f} | "
                          f"{r['binary_bytes']:,} | {r['stripped_bytes']:,} |")
         lines.append("")
+        if compile_rows[0].get("headers"):
+            lines += ["What the one-backend server's front end spends on standard and system headers "
+                      "(`-fsyntax-only` of a file that includes only them; the rest is weft's own "
+                      "headers and the templates the program instantiates):", "",
+                      "| headers | count | front end (s) |", "|---|---:|---:|"]
+            lines += [f"| {h['label']} | {h['count']} | {h['front_end_s']:.2f} |" for h in compile_rows[0]["headers"]]
+            lines.append("")
     if options:
         lines += render_options(options)
     lines += ["## Targets", "", render_targets(summary, servers, cells, rss, ir, compile_rows, options), "",
