@@ -692,7 +692,14 @@ private:
         if (free != cfg_.buffer_count)
             fail("pooled buffer leak: " + std::to_string(free) + " of " + std::to_string(cfg_.buffer_count) +
                  " free after every lease was released and every stream closed");
-        if (loop_->live_tasks() != 0) fail("spawned tasks still live after everything settled");
+        // An operation counts as settled when its task has recorded the completion; on
+        // `blocking` the task's thread ends a moment later (the task itself still has to
+        // return). So wait for the count, bounded, rather than read it once: under ASan on
+        // a loaded machine a thread was seen between the two.
+        for (auto deadline = weft::clock::now() + std::chrono::seconds(5);
+             loop_->live_tasks() != 0 && weft::clock::now() < deadline;)
+            loop_->run_once(std::chrono::milliseconds(1));
+        if (loop_->live_tasks() != 0) fail("spawned tasks still live 5 s after everything settled");
         loop_.reset();
         check_frames();
     }
