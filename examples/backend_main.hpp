@@ -1,10 +1,12 @@
-// What the example programs' main() functions share beyond argument parsing: turning
-// --host/--port into an endpoint, and running the program on the backend named by
+// What the example programs' main() functions share beyond argument parsing (args.hpp)
+// and --host/--port (endpoint_arg.hpp): running the program on the backend named by
 // --backend with the same exit statuses everywhere.
 #pragma once
 
 #include <weft/choose.hpp>
 #include <weft/weft.hpp>
+
+#include "endpoint_arg.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -12,16 +14,6 @@
 #include <system_error>
 
 namespace example {
-
-/// `host` ("127.0.0.1", "::1") and `port` as an endpoint, or exit 2 naming the problem.
-inline weft::endpoint endpoint_or_exit(const std::string& host, std::uint16_t port) {
-    auto ep = host.find(':') != std::string::npos ? weft::endpoint::v6(host, port) : weft::endpoint::v4(host, port);
-    if (!ep) {
-        std::fprintf(stderr, "error: --host '%s': %s\n", host.c_str(), ep.error().message().c_str());
-        std::exit(2);
-    }
-    return *ep;
-}
 
 /// What an accept loop does with a failed accept: false when it should end (the
 /// listener was closed or the loop is stopping: `operation_canceled`). Out of fds
