@@ -27,6 +27,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "trace.hpp"
+
 namespace weft::sys {
 
 /// Names each syscall site, so a fault hook can choose where to inject.
@@ -122,6 +124,7 @@ inline long recv(int fd, void* buf, std::size_t len, int flags) noexcept {
     for (;;) {
         long r = detail::inject(call::recv, fd, len);
         if (r == 0) r = detail::check(::recv(fd, buf, len, flags));
+        WEFT_TRACE_LINE("recv(fd %d, %zu) -> %s", fd, len, WEFT_TRACE_RES(r));
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
@@ -131,6 +134,7 @@ inline long send(int fd, const void* buf, std::size_t len, int flags) noexcept {
     for (;;) {
         long r = detail::inject(call::send, fd, len);
         if (r == 0) r = detail::check(::send(fd, buf, len, flags | MSG_NOSIGNAL));
+        WEFT_TRACE_LINE("send(fd %d, %zu) -> %s", fd, len, WEFT_TRACE_RES(r));
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
@@ -142,6 +146,7 @@ inline long sendfile(int fd, int in_fd, off_t* offset, std::size_t len) noexcept
     for (;;) {
         long r = detail::inject(call::send, fd, len);
         if (r == 0) r = detail::check(::sendfile(fd, in_fd, offset, len));
+        WEFT_TRACE_LINE("sendfile(fd %d, file fd %d, %zu) -> %s", fd, in_fd, len, WEFT_TRACE_RES(r));
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
@@ -152,6 +157,8 @@ inline long sendmsg(int fd, const msghdr* msg, int flags) noexcept {
     auto real = [&](const msghdr* m) { return detail::check(::sendmsg(fd, m, flags | MSG_NOSIGNAL)); };
     for (;;) {
         long r = detail::vectored(call::sendmsg, fd, msg, real);
+        WEFT_TRACE_LINE("sendmsg(fd %d, %zu entries) -> %s", fd, static_cast<std::size_t>(msg->msg_iovlen),
+                        WEFT_TRACE_RES(r));
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
@@ -161,6 +168,8 @@ inline long recvmsg(int fd, msghdr* msg, int flags) noexcept {
     auto real = [&](const msghdr* m) { return detail::check(::recvmsg(fd, const_cast<msghdr*>(m), flags)); };
     for (;;) {
         long r = detail::vectored(call::recvmsg, fd, msg, real);
+        WEFT_TRACE_LINE("recvmsg(fd %d, %zu entries) -> %s", fd, static_cast<std::size_t>(msg->msg_iovlen),
+                        WEFT_TRACE_RES(r));
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
@@ -173,6 +182,7 @@ inline int recvmmsg(int fd, mmsghdr* msgs, unsigned n, int flags) noexcept {
         std::size_t len = 1;
         long r = detail::inject(call::recvmsg, fd, len);
         if (r == 0) r = detail::check(::recvmmsg(fd, msgs, n, flags, nullptr));
+        WEFT_TRACE_LINE("recvmmsg(fd %d, %u) -> %s", fd, n, WEFT_TRACE_RES(r));
         if (r != -EINTR || detail::interrupted(r)) return static_cast<int>(r);
     }
 }
@@ -183,6 +193,7 @@ inline int accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags) noexcep
         std::size_t none = 0;
         int r = detail::inject(call::accept, fd, none);
         if (r == 0) r = static_cast<int>(detail::check(::accept4(fd, addr, addrlen, flags | SOCK_CLOEXEC)));
+        WEFT_TRACE_LINE("accept4(fd %d) -> %s", fd, WEFT_TRACE_RES(r));
         if (r != -EINTR || detail::interrupted(r)) return r;
     }
 }
@@ -200,6 +211,7 @@ inline int connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     }
     if (e != 0) return e;
     int r = static_cast<int>(detail::check(::connect(fd, addr, len)));
+    WEFT_TRACE_LINE("connect(fd %d) -> %s", fd, WEFT_TRACE_RES(r));
     return r == -EINTR ? -EINPROGRESS : r;
 }
 
@@ -273,7 +285,9 @@ inline int eventfd(unsigned initial) noexcept {
 /// `poll(2)`: the number of ready entries or -errno (`-EINTR` is returned, not retried:
 /// the caller's timeout would otherwise restart).
 inline int poll(pollfd* fds, nfds_t n, int timeout_ms) noexcept {
-    return static_cast<int>(detail::check(::poll(fds, n, timeout_ms)));
+    int r = static_cast<int>(detail::check(::poll(fds, n, timeout_ms)));
+    WEFT_TRACE_LINE("poll(%zu fds, %d ms) -> %s", static_cast<std::size_t>(n), timeout_ms, WEFT_TRACE_RES(r));
+    return r;
 }
 
 /// `read(2)` on an eventfd or pipe: bytes or -errno; `EINTR` retried.

@@ -32,6 +32,7 @@
 #include "sys.hpp"
 #include "task.hpp"
 #include "timer.hpp"
+#include "trace.hpp"
 #include "version.hpp"
 
 /// weft: one coroutine networking API over every classic Linux IO model.

@@ -183,7 +183,9 @@ public:
         try {
             rec.thread = std::thread([this, &rec, body = std::move(body)]() mutable {
                 unblock_interrupt_signal();
+                WEFT_TRACE_LINE("thread started for a task");
                 body(rec.stop.get_token());
+                WEFT_TRACE_LINE("thread ends: its task returned");
                 finished(rec);
             });
         } catch (...) {
@@ -254,6 +256,8 @@ public:
                     // Wait for data first: a blocked receive holds no buffer.
                     if (r = wait_ready(fd, interest::read, c); r < 0) break;
                 }
+                WEFT_TRACE_LINE("fd %d: the next call blocks this thread until it can %s", fd,
+                                dir == interest::read ? "read" : "write");
                 r = op.try_now();
                 if constexpr (requires { Op::provided_buffers; }) {
                     // The pool is empty: wait for a lease to come back. (Only for a

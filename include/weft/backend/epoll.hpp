@@ -65,6 +65,8 @@ public:
         std::size_t none = 0;
         int n = sys::detail::inject(sys::call::wait, fd_, none);
         if (n == 0) n = do_wait(timeout);
+        WEFT_TRACE_LINE("%s(timeout %s) -> %s ready", use_pwait2_ ? "epoll_pwait2" : "epoll_wait",
+                        WEFT_TRACE_TIMEOUT(timeout), WEFT_TRACE_RES(n));
         if (n < 0) return n;
         for (int i = 0; i < n; ++i) {
             std::uint32_t e = events_[i].events;
@@ -85,6 +87,8 @@ private:
         ev.events = (mask & 1 ? EPOLLIN | EPOLLRDHUP | (Edge ? EPOLLPRI : 0u) : 0u) | (mask & 2 ? EPOLLOUT : 0u) |
                     (Edge ? EPOLLET : 0u);
         ev.data.fd = fd;
+        WEFT_TRACE_LINE("epoll_ctl %s fd %d%s%s%s", op == EPOLL_CTL_ADD ? "ADD" : op == EPOLL_CTL_MOD ? "MOD" : "DEL", fd,
+                        mask & 1 ? " in" : "", mask & 2 ? " out" : "", Edge ? " (edge-triggered)" : "");
         return static_cast<int>(sys::detail::check(::epoll_ctl(fd_, op, fd, &ev)));
     }
 

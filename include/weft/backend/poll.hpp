@@ -139,6 +139,8 @@ public:
             n = static_cast<int>(
                 sys::detail::check(::ppoll(fds.data(), fds.size(), detail::to_timespec(timeout, ts), nullptr)));
         }
+        WEFT_TRACE_LINE("ppoll(%zu fds, timeout %s) -> %s ready", fds.size(), WEFT_TRACE_TIMEOUT(timeout),
+                        WEFT_TRACE_RES(n));
         if (n <= 0) return n;
         table_.report(n, on_ready);
         return n;

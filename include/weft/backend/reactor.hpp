@@ -197,6 +197,7 @@ public:
         if (int err = arm(op.fd, *s, d); err < 0) return err;
         s->waiter[d] = &op;
         op.state = detail::op_state::parked;
+        WEFT_TRACE_LINE("park fd %d %s", op.fd, d == 0 ? "read" : "write");
         return 0;
     }
 
@@ -369,6 +370,7 @@ private:
         s.ready[d] = true;
         detail::reactor_op* op = s.waiter[d];
         if (!op) {
+            WEFT_TRACE_LINE("ready fd %d %s: nobody waits", fd, d == 0 ? "read" : "write");
             // Nobody waits: stop watching this direction (lazy deregistration).
             if constexpr (!Demux::edge_triggered) disarm(fd, s, d);
             return;
@@ -376,6 +378,7 @@ private:
         // A queued retry runs after the scan anyway; a receive waiting for a buffer
         // knows the fd is readable and waits for the buffer, not for readiness.
         if (op->deferred || op->buffer_wait) return;
+        WEFT_TRACE_LINE("ready fd %d %s: try again", fd, d == 0 ? "read" : "write");
         if (op->perform(*op)) {
             s.waiter[d] = nullptr;
             if constexpr (eager) disarm(fd, s, d);

@@ -75,6 +75,8 @@ public:
             n = static_cast<int>(
                 sys::detail::check(::pselect(max_fd_ + 1, &r, &w, nullptr, weft::detail::to_timespec(timeout, ts), nullptr)));
         }
+        WEFT_TRACE_LINE("pselect(fds 0..%d, read list %d, write list %d, timeout %s) -> %s ready", max_fd_,
+                        count(read_), count(write_), WEFT_TRACE_TIMEOUT(timeout), WEFT_TRACE_RES(n));
         if (n <= 0) return n;
         // n counts bits over both sets; stop scanning once all are found.
         int left = n;
@@ -88,6 +90,14 @@ public:
     }
 
 private:
+#if WEFT_TRACE
+    /// How many fds `set` holds (trace mode's read and write list sizes).
+    int count(const fd_set& set) const noexcept {
+        int n = 0;
+        for (int fd = 0; fd <= max_fd_; ++fd) n += FD_ISSET(fd, &set) ? 1 : 0;
+        return n;
+    }
+#endif
     void lower_max() noexcept {
         while (max_fd_ >= 0 && !FD_ISSET(max_fd_, &read_) && !FD_ISSET(max_fd_, &write_)) --max_fd_;
     }

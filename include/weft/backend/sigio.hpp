@@ -116,6 +116,8 @@ public:
         if (int e = sys::detail::inject(sys::call::wait, -1, none); e != 0) return e;
         signalfd_siginfo batch[64];
         long got = sys::detail::check(::read(sfd_, batch, sizeof batch));
+        WEFT_TRACE_LINE("read(signalfd) -> %s", got >= 0 ? WEFT_TRACE_RES(got / static_cast<long>(sizeof batch[0]))
+                                                          : WEFT_TRACE_RES(got));
         int n = 0;
         if (got > 0) {
             n = static_cast<int>(static_cast<std::size_t>(got) / sizeof batch[0]);
@@ -123,6 +125,8 @@ public:
             siginfo_t info{};
             timespec ts{};
             int s = ::sigtimedwait(&set_, &info, detail::to_timespec(timeout, ts));
+            WEFT_TRACE_LINE("sigtimedwait(timeout %s) -> %s", WEFT_TRACE_TIMEOUT(timeout),
+                            s < 0 ? WEFT_TRACE_RES(-errno) : "a signal");
             if (s < 0) return errno == EAGAIN ? 0 : -errno;  // EAGAIN: the timeout passed
             batch[0] = {};
             batch[0].ssi_signo = static_cast<std::uint32_t>(s);
@@ -136,6 +140,15 @@ public:
         bool overflow = false;
         for (int i = 0; i < n; ++i) {
             const signalfd_siginfo& si = batch[i];
+#if WEFT_TRACE
+            if (static_cast<int>(si.ssi_signo) == SIGIO)
+                WEFT_TRACE_LINE("signal SIGIO: the real-time queue overflowed, retry every fd");
+            else if (si.ssi_code <= 0)
+                WEFT_TRACE_LINE("signal SIGRTMIN+%d: the loop's wake-up", static_cast<int>(si.ssi_signo) - SIGRTMIN);
+            else
+                WEFT_TRACE_LINE("signal SIGRTMIN+%d: fd %d band%s%s%s", static_cast<int>(si.ssi_signo) - SIGRTMIN, si.ssi_fd, si.ssi_band & POLLIN ? " in" : "",
+                                si.ssi_band & POLLOUT ? " out" : "", si.ssi_band & (POLLERR | POLLHUP) ? " hup" : "");
+#endif
             if (static_cast<int>(si.ssi_signo) == SIGIO) {
                 overflow = true;  // the queue was full: some event was dropped
             } else if (si.ssi_code <= 0) {

@@ -52,10 +52,12 @@ public:
             p.revents = p.fd == wake_fd_ ? 0 : static_cast<short>(p.events & ~POLLRDHUP);  // ready, not hung up
             n += p.revents != 0;
         }
+        WEFT_TRACE_LINE("spin pass: %d fds to retry, no syscall", n);
         if (n == 0) {  // nothing to retry: sleep until a timer, post() or stop()
             pollfd wake{wake_fd_, POLLIN, 0};
             timespec ts{};
             n = static_cast<int>(sys::detail::check(::ppoll(&wake, 1, detail::to_timespec(timeout, ts), nullptr)));
+            WEFT_TRACE_LINE("ppoll(wake-up fd, timeout %s) -> %s", WEFT_TRACE_TIMEOUT(timeout), WEFT_TRACE_RES(n));
             if (n <= 0) return n;
             on_ready(wake_fd_, true, false, false);
             return n;

@@ -411,6 +411,8 @@ public:
                 ts.tv_nsec = ns % 1'000'000'000;
                 r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
             }
+            WEFT_TRACE_LINE("io_uring_enter: submit_and_wait(1, timeout %s) -> %s", WEFT_TRACE_TIMEOUT(timeout),
+                            WEFT_TRACE_RES(r));
             if (r == -EBUSY)
                 flush_and_get_events();  // completions backed up: reap, then submit
             else if (r < 0 && r != -ETIME && r != -EINTR)
@@ -440,11 +442,15 @@ public:
         /// `recv(2)` into [buf, buf+len) (bytes a multishot `receive()` read ahead first).
         void recv(int fd, void* buf, std::size_t len) noexcept {
             iovec one{buf, len};
-            if (ring_.read_through(op_, fd, std::span<const iovec>(&one, 1), *this)) return;
+            if (ring_.read_through(op_, fd, std::span<const iovec>(&one, 1), *this)) {
+                WEFT_TRACE_LINE("recv fd %d: bytes the multishot recv read ahead, no sqe", fd);
+                return;
+            }
             if (inject(sys::call::recv, fd, len)) return;
             io_uring_sqe* s = sqe();
             io_uring_prep_recv(s, fd, buf, len, 0);
             on_socket(s, fd);
+            WEFT_TRACE_LINE("sqe recv fd %d len %zu", fd, len);
         }
         /// `send(2)` of [buf, buf+len) with `MSG_NOSIGNAL` (and `flags`, e.g. `MSG_MORE`).
         void send(int fd, const void* buf, std::size_t len, int flags = 0) noexcept {
@@ -452,6 +458,7 @@ public:
             io_uring_sqe* s = sqe();
             io_uring_prep_send(s, fd, buf, len, MSG_NOSIGNAL | flags);
             on_socket(s, fd);
+            WEFT_TRACE_LINE("sqe send fd %d len %zu", fd, len);
         }
         /// The next connection on listener `fd` (new fd `CLOEXEC` plus `flags`), from the
         /// listener's multishot accept.
@@ -460,15 +467,21 @@ public:
             // syscall, so no fault applies to it (a fake EMFILE there would model a
             // kernel that fails an accept it has already done).
             if (ring_.features_.multishot_accept) {
-                if (multishot* m = ring_.find_multishot(fd, multishot::kind::accept); m && ring_.take_queued(*m, *this))
+                if (multishot* m = ring_.find_multishot(fd, multishot::kind::accept); m && ring_.take_queued(*m, *this)) {
+                    WEFT_TRACE_LINE("accept fd %d: a connection the multishot accept already took, no sqe", fd);
                     return;
+                }
             }
             std::size_t none = 0;
             if (inject(sys::call::accept, fd, none)) return;
-            if (ring_.features_.multishot_accept && ring_.accept_from_multishot(op_, fd, flags, *this)) return;
+            if (ring_.features_.multishot_accept && ring_.accept_from_multishot(op_, fd, flags, *this)) {
+                WEFT_TRACE_LINE("accept fd %d: waits on the listener's multishot accept", fd);
+                return;
+            }
             io_uring_sqe* s = sqe();
             io_uring_prep_accept(s, fd, nullptr, nullptr, flags | SOCK_CLOEXEC);
             on_socket(s, fd);
+            WEFT_TRACE_LINE("sqe accept fd %d", fd);
         }
         /// `connect(2)`; the address must live until the completion (it is in the frame).
         void connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
@@ -477,6 +490,7 @@ public:
             io_uring_sqe* s = sqe();
             io_uring_prep_connect(s, fd, addr, len);
             on_socket(s, fd);
+            WEFT_TRACE_LINE("sqe connect fd %d", fd);
         }
         /// `recv(2)` into a buffer the kernel picks from the provided-buffer ring: the
         /// next completion of the stream's multishot recv, or a single-shot recv.
@@ -485,8 +499,10 @@ public:
             if (int err = ring_.ensure_buffers(); err < 0) return complete_now(err);
             op_.uses_buffers = true;
             // Bytes read ahead are handed out without a syscall: no fault applies.
-            if (multishot* m = ring_.find_multishot(fd, multishot::kind::recv); m && ring_.take_queued(*m, *this))
+            if (multishot* m = ring_.find_multishot(fd, multishot::kind::recv); m && ring_.take_queued(*m, *this)) {
+                WEFT_TRACE_LINE("receive fd %d: a buffer the multishot recv already filled, no sqe", fd);
                 return;
+            }
             if (inject(sys::call::recv, fd, len)) return;
             // While receives wait for a buffer, a new one queues behind them: submitted,
             // it would take the next returned buffer first (no connection starves).
@@ -497,13 +513,16 @@ public:
             // is still armed, ending: its bytes come first, so the receive waits on it.)
             multishot* m = ring_.find_multishot(fd, multishot::kind::recv);
             if (ring_.features_.multishot_recv && (!op_.buffer_woken || (m && m->armed)) &&
-                ring_.recv_from_multishot(op_, fd, *this))
+                ring_.recv_from_multishot(op_, fd, *this)) {
+                WEFT_TRACE_LINE("receive fd %d: waits on the stream's multishot recv (provided buffers)", fd);
                 return;
+            }
             io_uring_sqe* s = sqe();
             io_uring_prep_recv(s, fd, nullptr, len, 0);
             s->flags |= IOSQE_BUFFER_SELECT;
             s->buf_group = buffer_group;
             on_socket(s, fd);
+            WEFT_TRACE_LINE("sqe recv fd %d, buffer picked by the kernel", fd);
         }
         /// `recvmsg(2)` (vectored receive) with `flags` (`MSG_TRUNC` for a datagram's real
         /// length); `msg` lives in the operation until it completes.
@@ -514,6 +533,7 @@ public:
             io_uring_sqe* s = sqe();
             io_uring_prep_recvmsg(s, fd, msg, flags);
             on_socket(s, fd);
+            WEFT_TRACE_LINE("sqe recvmsg fd %d", fd);
         }
         /// `sendmsg(2)` with `MSG_NOSIGNAL` (vectored send).
         void sendmsg(int fd, msghdr* msg) noexcept {
@@ -521,6 +541,7 @@ public:
             io_uring_sqe* s = sqe();
             io_uring_prep_sendmsg(s, fd, msg, MSG_NOSIGNAL);
             on_socket(s, fd);
+            WEFT_TRACE_LINE("sqe sendmsg fd %d", fd);
         }
         /// A kernel timer (`IORING_OP_TIMEOUT`) that completes with `-ETIME` after `*ts`;
         /// `ts` must live until the completion. weft's own timers use the loop's heap
@@ -533,6 +554,7 @@ public:
             io_uring_sqe* s = sqe();
             io_uring_prep_poll_add(s, fd, events);
             on_socket(s, fd);
+            WEFT_TRACE_LINE("sqe poll fd %d%s%s", fd, events & POLLIN ? " in" : "", events & POLLOUT ? " out" : "");
         }
         /// `pread(2)` of `len` bytes at `offset` (`IORING_OP_READ`): file IO without a thread.
         void read_at(int fd, void* buf, std::size_t len, std::uint64_t offset) noexcept {
@@ -1475,6 +1497,11 @@ private:
             io_uring_cqe* cqe;
             io_uring_for_each_cqe(&ring_, head, cqe) {
                 batch[n++] = {io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags, 1};
+                WEFT_TRACE_LINE("cqe res %s%s%s%s%s", WEFT_TRACE_RES(cqe->res),
+                                (cqe->user_data & multishot_bit) && cqe->user_data != LIBURING_UDATA_TIMEOUT ? " (multishot)" : "",
+                                cqe->flags & IORING_CQE_F_BUFFER ? " in a provided buffer" : "",
+                                cqe->user_data == wake_tag ? " (the loop's wake-up)" : "",
+                                (cqe->user_data & cancel_bit) && cqe->user_data != LIBURING_UDATA_TIMEOUT ? " (a cancel)" : "");
                 if (n == 64) break;
             }
             if (n == 0) break;
@@ -1538,6 +1565,7 @@ private:
     void flush_and_get_events() noexcept {
         int r;
         while ((r = io_uring_submit_and_get_events(&ring_)) == -EBUSY) reap();
+        WEFT_TRACE_LINE("io_uring_enter: submit, no wait -> %s", WEFT_TRACE_RES(r));
     }
 
     detail::loop_core& core_;
