@@ -60,7 +60,8 @@ weft::task<std::string> serve_one(weft::tcp_listener<B>& listener) {
     std::array<char, 64> buf;
     auto n = co_await s->read_some(buf);
     if (!n) co_return "read: " + n.error().message();
-    for (std::size_t i = 0; i < *n; ++i) buf[i] = static_cast<char>(buf[i] >= 'a' && buf[i] <= 'z' ? buf[i] - 32 : buf[i]);
+    for (std::size_t i = 0; i < *n; ++i)
+        buf[i] = static_cast<char>(buf[i] >= 'a' && buf[i] <= 'z' ? buf[i] - 32 : buf[i]);
     auto w = co_await s->write_all(std::span(buf.data(), *n));
     if (!w) co_return "write: " + w.error().message();
     auto end = co_await s->read_some(buf);
@@ -185,9 +186,10 @@ void print_side_by_side(const std::vector<std::pair<std::string, std::vector<std
 int main(int argc, char** argv) {
     auto args = example::parse(argc, argv);
     if (args.get("--help")) {
-        std::printf("usage: trace_models [--backend NAME] [--side-by-side NAME,NAME[,...]] [--width N]\n"
-                    "  backends: %s\n",
-                    weft::all_backends::names().c_str());
+        std::printf(
+            "usage: trace_models [--backend NAME] [--side-by-side NAME,NAME[,...]] [--width N]\n"
+            "  backends: %s\n",
+            weft::all_backends::names().c_str());
         return 0;
     }
     weft::trace::set_sink(&discard);  // what loops do before a traced run (the wake-up fd's setup) is not shown

@@ -227,10 +227,9 @@ TEMPLATE_TEST_CASE("file: a cancelled read completes once, with its data or oper
             s.request_stop();
             w = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
         };
-        auto [opened, b, done] =
-            co_await weft::when_all(weft::with_stop_token(blocker(loop, fifo), stop.get_token()),
-                                    weft::with_stop_token(reader(*f, bytes_of(small)), stop.get_token()),
-                                    canceller(loop, stop, fifo, writer));
+        auto [opened, b, done] = co_await weft::when_all(
+            weft::with_stop_token(blocker(loop, fifo), stop.get_token()),
+            weft::with_stop_token(reader(*f, bytes_of(small)), stop.get_token()), canceller(loop, stop, fifo, writer));
         (void)done;
         REQUIRE(writer >= 0);
         REQUIRE(opened);

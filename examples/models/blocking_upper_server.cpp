@@ -22,4 +22,6 @@
 
 #include "upper_server.hpp"
 
-int main(int argc, char** argv) { return models::main_on<weft::backend::blocking>("blocking_upper_server", argc, argv); }
+int main(int argc, char** argv) {
+    return models::main_on<weft::backend::blocking>("blocking_upper_server", argc, argv);
+}

@@ -93,7 +93,9 @@ weft::task<void> reader(weft::tcp_stream<B>& s, std::size_t bytes, totals& t) {
 double cpu_ms() {
     rusage u{};
     ::getrusage(RUSAGE_SELF, &u);
-    auto ms = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) * 1e3 + static_cast<double>(tv.tv_usec) / 1e3; };
+    auto ms = [](const timeval& tv) {
+        return static_cast<double>(tv.tv_sec) * 1e3 + static_cast<double>(tv.tv_usec) / 1e3;
+    };
     return ms(u.ru_utime) + ms(u.ru_stime);
 }
 
@@ -105,8 +107,8 @@ int main(int argc, char** argv) {
         std::printf("usage: spin_send_client --port N [--host ADDR] [--bytes N]\n");
         return args.get("--help") ? 0 : 2;
     }
-    auto where = example::endpoint_or_exit(args.get("--host").value_or("127.0.0.1"),
-                                           example::port_or_exit(*args.get("--port")));
+    auto where =
+        example::endpoint_or_exit(args.get("--host").value_or("127.0.0.1"), example::port_or_exit(*args.get("--port")));
     std::size_t bytes = example::number_or_exit("--bytes", args.get("--bytes").value_or("4194304"), 1, 1ul << 34);
     weft::loop<B> loop;
     totals t;

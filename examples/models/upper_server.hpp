@@ -55,7 +55,8 @@ weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener, std
             co_return;
         } else {
             std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
-            if (client.error() == std::errc::too_many_files_open) (void)co_await loop.sleep_for(std::chrono::milliseconds(10));
+            if (client.error() == std::errc::too_many_files_open)
+                (void)co_await loop.sleep_for(std::chrono::milliseconds(10));
         }
     }
 }

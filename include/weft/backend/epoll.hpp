@@ -87,8 +87,11 @@ private:
         ev.events = (mask & 1 ? EPOLLIN | EPOLLRDHUP | (Edge ? EPOLLPRI : 0u) : 0u) | (mask & 2 ? EPOLLOUT : 0u) |
                     (Edge ? EPOLLET : 0u);
         ev.data.fd = fd;
-        WEFT_TRACE_LINE("epoll_ctl %s fd %d%s%s%s", op == EPOLL_CTL_ADD ? "ADD" : op == EPOLL_CTL_MOD ? "MOD" : "DEL", fd,
-                        mask & 1 ? " in" : "", mask & 2 ? " out" : "", Edge ? " (edge-triggered)" : "");
+        WEFT_TRACE_LINE("epoll_ctl %s fd %d%s%s%s",
+                        op == EPOLL_CTL_ADD   ? "ADD"
+                        : op == EPOLL_CTL_MOD ? "MOD"
+                                              : "DEL",
+                        fd, mask & 1 ? " in" : "", mask & 2 ? " out" : "", Edge ? " (edge-triggered)" : "");
         return static_cast<int>(sys::detail::check(::epoll_ctl(fd_, op, fd, &ev)));
     }
 

@@ -116,8 +116,8 @@ public:
         if (int e = sys::detail::inject(sys::call::wait, -1, none); e != 0) return e;
         signalfd_siginfo batch[64];
         long got = sys::detail::check(::read(sfd_, batch, sizeof batch));
-        WEFT_TRACE_LINE("read(signalfd) -> %s", got >= 0 ? WEFT_TRACE_RES(got / static_cast<long>(sizeof batch[0]))
-                                                          : WEFT_TRACE_RES(got));
+        WEFT_TRACE_LINE("read(signalfd) -> %s",
+                        got >= 0 ? WEFT_TRACE_RES(got / static_cast<long>(sizeof batch[0])) : WEFT_TRACE_RES(got));
         int n = 0;
         if (got > 0) {
             n = static_cast<int>(static_cast<std::size_t>(got) / sizeof batch[0]);
@@ -146,8 +146,9 @@ public:
             else if (si.ssi_code <= 0)
                 WEFT_TRACE_LINE("signal SIGRTMIN+%d: the loop's wake-up", static_cast<int>(si.ssi_signo) - SIGRTMIN);
             else
-                WEFT_TRACE_LINE("signal SIGRTMIN+%d: fd %d band%s%s%s", static_cast<int>(si.ssi_signo) - SIGRTMIN, si.ssi_fd, si.ssi_band & POLLIN ? " in" : "",
-                                si.ssi_band & POLLOUT ? " out" : "", si.ssi_band & (POLLERR | POLLHUP) ? " hup" : "");
+                WEFT_TRACE_LINE("signal SIGRTMIN+%d: fd %d band%s%s%s", static_cast<int>(si.ssi_signo) - SIGRTMIN,
+                                si.ssi_fd, si.ssi_band & POLLIN ? " in" : "", si.ssi_band & POLLOUT ? " out" : "",
+                                si.ssi_band & (POLLERR | POLLHUP) ? " hup" : "");
 #endif
             if (static_cast<int>(si.ssi_signo) == SIGIO) {
                 overflow = true;  // the queue was full: some event was dropped

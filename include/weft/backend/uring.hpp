@@ -467,7 +467,8 @@ public:
             // syscall, so no fault applies to it (a fake EMFILE there would model a
             // kernel that fails an accept it has already done).
             if (ring_.features_.multishot_accept) {
-                if (multishot* m = ring_.find_multishot(fd, multishot::kind::accept); m && ring_.take_queued(*m, *this)) {
+                if (multishot* m = ring_.find_multishot(fd, multishot::kind::accept);
+                    m && ring_.take_queued(*m, *this)) {
                     WEFT_TRACE_LINE("accept fd %d: a connection the multishot accept already took, no sqe", fd);
                     return;
                 }
@@ -1497,11 +1498,12 @@ private:
             io_uring_cqe* cqe;
             io_uring_for_each_cqe(&ring_, head, cqe) {
                 batch[n++] = {io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags, 1};
-                WEFT_TRACE_LINE("cqe res %s%s%s%s%s", WEFT_TRACE_RES(cqe->res),
-                                (cqe->user_data & multishot_bit) && cqe->user_data != LIBURING_UDATA_TIMEOUT ? " (multishot)" : "",
-                                cqe->flags & IORING_CQE_F_BUFFER ? " in a provided buffer" : "",
-                                cqe->user_data == wake_tag ? " (the loop's wake-up)" : "",
-                                (cqe->user_data & cancel_bit) && cqe->user_data != LIBURING_UDATA_TIMEOUT ? " (a cancel)" : "");
+                WEFT_TRACE_LINE(
+                    "cqe res %s%s%s%s%s", WEFT_TRACE_RES(cqe->res),
+                    (cqe->user_data & multishot_bit) && cqe->user_data != LIBURING_UDATA_TIMEOUT ? " (multishot)" : "",
+                    cqe->flags & IORING_CQE_F_BUFFER ? " in a provided buffer" : "",
+                    cqe->user_data == wake_tag ? " (the loop's wake-up)" : "",
+                    (cqe->user_data & cancel_bit) && cqe->user_data != LIBURING_UDATA_TIMEOUT ? " (a cancel)" : "");
                 if (n == 64) break;
             }
             if (n == 0) break;
