@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cerrno>
+#include <concepts>
 #include <cstddef>
 #include <optional>
 #include <span>
@@ -356,6 +357,50 @@ interest direction_of(const Op& op) noexcept {
 
 }  // namespace detail
 
+/// What `io_awaiter<Backend, Op>` needs of an operation `Op` on `Backend`: the contract
+/// weft's own operations follow, and the extension point for operations weft does not
+/// have (`docs/guides/custom-operations.md` writes one and its tests).
+///
+/// Every backend:
+/// - `dir`, an `interest` (`static constexpr`, or a member when it is chosen at run
+///   time): the direction the operation waits in. One operation per direction may be
+///   pending on a socket;
+/// - `make(int res)`: the final result, `res >= 0` or `-errno`, as the `result<T>` the
+///   `co_await` yields (`op_result<T>(res)` is weft's own conversion);
+/// - nothrow move construction: the operation is moved into its awaiter before it
+///   starts, so anything that points into it (a `msghdr` at its `iovec`) is built when
+///   it runs, in `try_now` or `prepare`, never in its constructor.
+///
+/// A reactor (`select`, `poll`, `epoll_*`, `sigio`, `spin`) also needs `int try_now()`,
+/// the non-blocking syscall (a result `>= 0`, `-errno`, `-EAGAIN` for "not yet"; call it
+/// through `weft::sys`, so the fault hook reaches it), and `bool drained(int res)`, true
+/// when a successful result proves the socket empty (a short read), which lets an
+/// edge-triggered backend park without another try. The blocking backend calls the same
+/// `try_now` on a blocking socket. A proactor (`uring`) needs `prepare(P& p)`, which
+/// describes the submission through the backend's `preparer` (`p.recv`, `p.recvmsg`,
+/// `p.send`, `p.poll`, ...), and may have `bool finish(int& res)` to take a completion's
+/// progress and ask for another submission (false).
+template <class Op, class Backend>
+concept io_operation =
+    std::is_nothrow_move_constructible_v<Op> && requires(Op& op, int res) {
+        { detail::direction_of(op) } -> std::same_as<interest>;
+        op.make(res);
+    } && (Backend::kind != backend_kind::reactor || requires(Op& op, int res) {
+             { op.try_now() } -> std::same_as<int>;
+             { op.drained(res) } -> std::convertible_to<bool>;
+         }) && (Backend::kind != backend_kind::blocking || requires(Op& op) {
+                   { op.try_now() } -> std::same_as<int>;
+               }) && (Backend::kind != backend_kind::proactor || requires(Op& op, typename Backend::preparer& p) {
+                         op.prepare(p);
+                     });
+
+/// The conversion of an operation's final `int` (`>= 0`, or `-errno`) to `result<T>`,
+/// for operations written outside weft: the one weft's own operations use.
+template <class T = void>
+result<T> op_result(long res) noexcept {
+    return detail::to_result<T>(res);
+}
+
 namespace detail {
 /// The operation record an `io_awaiter` embeds: the backend's kind decides.
 template <class Backend>
@@ -381,6 +426,9 @@ using op_record_t =
 template <class Backend, class Op>
 class [[nodiscard("an IO operation does nothing until it is awaited: is a co_await missing?")]] io_awaiter
     : private detail::op_record_t<Backend> {
+    static_assert(io_operation<Op, Backend>,
+                  "Op is not an IO operation for this backend: see weft::io_operation for what it needs "
+                  "(dir, make, and try_now + drained on a reactor, try_now on blocking, prepare on a proactor)");
     using record = detail::op_record_t<Backend>;
     static constexpr bool is_reactor = Backend::kind == backend_kind::reactor;
     static constexpr bool is_blocking = Backend::kind == backend_kind::blocking;
