@@ -704,6 +704,12 @@ weft::task<int> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener, weft
 
 template <class B>
 int run(const std::string& root, const std::string& listen, std::chrono::seconds header_timeout, bool naive) {
+    // The state outlives the loop: sessions the drain gave up on are still running when
+    // run() returns, and on `blocking` their threads unregister themselves from `st` as
+    // they end, which is when destroying the loop has stopped and joined them.
+    server_state<B> st;
+    st.header_timeout = header_timeout;
+    st.naive = naive;
     weft::loop<B> loop;
     auto listener = weft::tcp_listener<B>::bind(loop, listen);
     if (!listener) {
@@ -715,9 +721,6 @@ int run(const std::string& root, const std::string& listen, std::chrono::seconds
         std::fprintf(stderr, "error: signals: %s\n", signals.error().message().c_str());
         return 1;
     }
-    server_state<B> st;
-    st.header_timeout = header_timeout;
-    st.naive = naive;
     return loop.run(serve(loop, *listener, *signals, st, root));
 }
 
