@@ -19,6 +19,7 @@
 #include <span>
 #include <string>
 
+#include "../accept.hpp"
 #include "../args.hpp"
 #include "../endpoint_arg.hpp"
 
@@ -43,7 +44,8 @@ weft::task<void> session(weft::tcp_stream<B> client) {
     (void)client.shutdown();  // everything read has been answered
 }
 
-/// Accepts until the listener is closed, one task per client; counts them.
+/// Accepts until the listener is closed, one task per client; counts them. (A failed
+/// accept is handled as every example's is: `example::keep_accepting`.)
 template <class B>
 weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener, std::size_t& served) {
     for (;;) {
@@ -51,12 +53,8 @@ weft::task<void> serve(weft::loop<B>& loop, weft::tcp_listener<B>& listener, std
         if (client) {
             ++served;
             loop.spawn(session(std::move(*client)));
-        } else if (client.error() == std::errc::operation_canceled) {
-            co_return;
-        } else {
-            std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
-            if (client.error() == std::errc::too_many_files_open)
-                (void)co_await loop.sleep_for(std::chrono::milliseconds(10));
+        } else if (!co_await example::keep_accepting(client.error())) {
+            co_return;  // the listener was closed
         }
     }
 }
