@@ -105,7 +105,6 @@ struct timeout_text {
 /// Threads that trace for the first time after this call are numbered from the
 /// caller's tag + 1, so runs traced one after another number their new threads alike.
 inline void set_sink(sink_fn sink, void* context = nullptr) noexcept {
-    (void)detail::thread_number();
     detail::sink_context.store(context, std::memory_order_release);
     detail::sink.store(sink, std::memory_order_release);
     unsigned mine = detail::thread_number();
