@@ -307,6 +307,29 @@ struct spawn_link {
 
 class loop_core;
 
+/// Work handed to a loop from another thread through its inbox (`loop_core::send_remote`):
+/// a spawned frame, a task moving to this loop, or a wake-up of an operation parked on
+/// this loop. It lives in whatever it delivers (a promise, an awaiter), so handing it
+/// over allocates nothing. `deliver` runs on the receiving loop's thread.
+struct remote_item {
+    remote_item* next = nullptr;                                   ///< the inbox's link
+    void (*deliver)(loop_core&, remote_item&) noexcept = nullptr;  ///< called once, on the loop
+};
+
+/// An operation completed from another thread: the sender stores `res`, then hands the
+/// record to the operation's loop, which completes it on its own thread.
+struct remote_op : op_base, remote_item {
+    remote_op() noexcept { deliver = &arrive; }
+    static void arrive(loop_core& core, remote_item& item) noexcept;
+};
+
+/// The way back of a task that moved to another loop (`switch_to`): when it ends, its
+/// awaiter is resumed on `home` through this record.
+struct homeward : remote_op {
+    loop_core* home = nullptr;     ///< the loop the task started on
+    homeward* next_hop = nullptr;  ///< links of the running loop's list of hand-overs to send
+};
+
 /// An operation a worker thread runs for a readiness loop (blocking file IO, which
 /// epoll, poll and select cannot wait for: a regular file is always "ready"). It lives
 /// in the awaiter, so submitting one allocates nothing; its `op_base` links it into
@@ -505,6 +528,75 @@ public:
         if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) wake_backend();
     }
 
+    /// Hands `item` to this loop from any thread: its `deliver` runs on this loop's
+    /// thread during the next iteration. Lock-free (one compare-and-swap onto the inbox,
+    /// and a wake-up only when none is pending yet). `from` is the sender's own loop when
+    /// the sender runs on one (io_uring loops then wake each other with `MSG_RING`).
+    /// False, with nothing done, once the loop has closed its inbox for good (it is being
+    /// torn down): the caller still owns `item`.
+    bool send_remote(remote_item& item, loop_core* from = nullptr) noexcept {
+        // The count keeps close_inbox() from finishing while a sender is between its check
+        // and its push; the high bit is "closed".
+        if (inbox_users_.fetch_add(1, std::memory_order_acquire) & inbox_closed) {
+            inbox_users_.fetch_sub(1, std::memory_order_release);
+            return false;
+        }
+        remote_item* head = inbox_.load(std::memory_order_relaxed);
+        do item.next = head;
+        while (!inbox_.compare_exchange_weak(head, &item, std::memory_order_acq_rel, std::memory_order_relaxed));
+        if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) wake_backend_from(from);
+        inbox_users_.fetch_sub(1, std::memory_order_release);
+        return true;
+    }
+
+    /// Loop thread: delivers everything in the inbox, oldest first. (Also called by an
+    /// awaiter whose frame is being destroyed while a wake-up for it may sit in the inbox:
+    /// it then finds itself in the ready queue and can take itself out.)
+    void collect_inbox() noexcept {
+        // acq_rel on both sides: the loop's clearing of wake_pending_ (before this) then
+        // happens-before a sender's test of it (after its push), so a sender whose item
+        // this exchange missed finds the flag clear and wakes the loop again.
+        remote_item* list = inbox_.exchange(nullptr, std::memory_order_acq_rel);
+        remote_item* fifo = nullptr;  // the inbox is a stack: reverse it
+        while (list) {
+            remote_item* next = list->next;
+            list->next = fifo;
+            fifo = list;
+            list = next;
+        }
+        while (fifo) {
+            remote_item* next = fifo->next;
+            fifo->deliver(*this, *fifo);
+            fifo = next;
+        }
+    }
+
+    /// Sends `h` to its home loop once the current resumption has returned, when the frame
+    /// that owns it is fully suspended (see `task_promise_base::go_home`). Loop thread.
+    void send_home_later(homeward& h) noexcept {
+        h.next_hop = hops_;
+        hops_ = &h;
+    }
+
+    /// True once the loop has closed its inbox (it is being torn down); safe from any thread.
+    bool inbox_closed_for_good() const noexcept {
+        return (inbox_users_.load(std::memory_order_acquire) & inbox_closed) != 0;
+    }
+
+    /// A flag that turns true when this loop starts its teardown (`close_inbox`), owned
+    /// jointly: it outlives the loop, so whoever keeps it (a channel whose receiver runs
+    /// here) can tell a gone loop from a live one without touching the loop.
+    std::shared_ptr<const std::atomic<bool>> teardown_flag() const noexcept { return torn_down_; }
+
+    /// True when `other` is a `loop<Backend>` of the same `Backend` as this one.
+    bool is_same_loop_type(const loop_core& other) const noexcept { return loop_type_ == other.loop_type_; }
+
+    /// Whether a cross-loop wake-up from another io_uring loop may use `IORING_OP_MSG_RING`
+    /// (the default when the kernel has it) instead of this loop's eventfd.
+    void set_msg_ring_wakeups(bool on) noexcept { msg_ring_wakeups_ = on; }
+    /// See `set_msg_ring_wakeups`.
+    bool msg_ring_wakeups() const noexcept { return msg_ring_wakeups_; }
+
     /// Sets how many worker threads may run blocking calls (file IO on the readiness
     /// backends) for this loop; default 4. Takes effect when the first such call is
     /// made; later calls to this function change nothing.
@@ -530,11 +622,27 @@ public:
 protected:
     ~loop_core() = default;
 
+    /// Called by `loop<Backend>`'s constructor with an address unique to `Backend`.
+    void set_loop_type(const void* key) noexcept { loop_type_ = key; }
+
     /// Called by a thread-per-task loop's constructor (see `threaded()`).
     void set_threaded() noexcept { threaded_ = true; }
 
     /// Interrupts the backend's wait; must be thread-safe and async-signal-safe.
     virtual void wake_backend() noexcept = 0;
+    /// Interrupts the backend's wait on behalf of `from`, the sender's own loop (null for
+    /// a thread without one); io_uring overrides it to wake ring to ring.
+    virtual void wake_backend_from(loop_core* /*from*/) noexcept { wake_backend(); }
+
+    /// Loop teardown, before the frames go: refuses further `send_remote` calls, waits for
+    /// senders already inside one, and delivers what they left (spawned frames are linked,
+    /// so destroy_spawned() destroys them; wake-ups reach the ready queue).
+    void close_inbox() noexcept {
+        torn_down_->store(true, std::memory_order_release);
+        inbox_users_.fetch_or(inbox_closed, std::memory_order_acq_rel);
+        while ((inbox_users_.load(std::memory_order_acquire) & ~inbox_closed) != 0) std::this_thread::yield();
+        collect_inbox();
+    }
 
     /// Moves every expired timer to the ready queue.
     void expire_timers() noexcept {
@@ -547,6 +655,7 @@ protected:
     bool run_posted() {
         if (!wake_pending_.load(std::memory_order_acquire)) return false;
         wake_pending_.store(false, std::memory_order_release);
+        collect_inbox();
         if (pool_) pool_->deliver();
         std::vector<std::function<void()>> batch;
         {
@@ -587,10 +696,20 @@ protected:
             op->state = op_state::idle;
             budget_ = sync_budget;
             op->continuation.resume();
+            if (hops_) [[unlikely]]
+                send_hops();
             if (escaped_) [[unlikely]]
                 std::rethrow_exception(std::exchange(escaped_, nullptr));
         }
         return n;
+    }
+
+    /// Hands every task that ended away from home back to its home loop.
+    void send_hops() noexcept {
+        while (homeward* h = hops_) {
+            hops_ = h->next_hop;
+            (void)h->home->send_remote(*h, this);  // false: home is torn down, and destroys the awaiter
+        }
     }
 
     /// Forgets every queued completion without resuming it (loop teardown).
@@ -629,6 +748,13 @@ private:
     std::mutex post_mutex_;
     std::vector<std::function<void()>> posted_;
     std::atomic<bool> wake_pending_{false};
+    const void* loop_type_ = nullptr;
+    homeward* hops_ = nullptr;  ///< tasks that ended here, to resume their awaiters at home
+    static constexpr std::uint32_t inbox_closed = 0x8000'0000u;
+    std::atomic<remote_item*> inbox_{nullptr};   ///< pushed by any thread, taken whole by the loop
+    std::atomic<std::uint32_t> inbox_users_{0};  ///< senders inside send_remote, | inbox_closed
+    bool msg_ring_wakeups_ = true;
+    std::shared_ptr<std::atomic<bool>> torn_down_ = std::make_shared<std::atomic<bool>>(false);
     std::exception_ptr escaped_;
     spawn_link* spawned_ = nullptr;
     std::size_t live_ = 0;
@@ -658,6 +784,11 @@ inline bool worker_pool::cancel(pool_job& job) noexcept {
     lock.unlock();
     core_.complete(job, -ECANCELED);
     return true;
+}
+
+inline void remote_op::arrive(loop_core& core, remote_item& item) noexcept {
+    auto& op = static_cast<remote_op&>(item);
+    core.complete(op, op.res);
 }
 
 inline void worker_pool::deliver() noexcept {

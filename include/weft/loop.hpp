@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <stop_token>
 #include <system_error>
 #include <utility>
@@ -112,6 +113,7 @@ public:
     /// io_uring disabled), with `weft::errc::backend_unavailable` when
     /// `Backend::available()` is false.
     explicit loop(typename Backend::options opts = {}) : backend_(checked(*this), std::move(opts)) {
+        set_loop_type(&type_key);
         if constexpr (threaded) set_threaded();
     }
     loop(const loop&) = delete;
@@ -120,13 +122,28 @@ public:
     /// Destroys suspended tasks' frames (without resuming them), then the backend.
     /// (`backend::blocking`: first cancels every task thread and joins it.)
     ~loop() {
+        destroy_tasks();
+        stop_workers();
+    }
+
+    /// The first half of the destructor, for a runtime that tears down several loops
+    /// whose tasks may have moved between them: closes the loop to other threads
+    /// (`spawn_remote`, `switch_to` and channel wake-ups then fail with
+    /// `errc::loop_stopped`) and destroys every task still suspended in it without
+    /// resuming it. The backend stays, so a task of another loop that moved here and is
+    /// destroyed later can still take its operations out of it. Idempotent; loop thread
+    /// (or, with every loop of a runtime stopped, the one the runtime hands it to).
+    void destroy_tasks() noexcept {
+        // Other threads' hand-overs first: once the inbox is closed they get
+        // errc::loop_stopped, and what they already sent is delivered (spawned tasks are
+        // linked, to be destroyed below with the rest).
+        close_inbox();
         if constexpr (threaded) backend_.shutdown();  // task threads end before the loop's state goes
         // Frames first: an awaiter whose completion is still queued must see itself
         // `ready` to release what it owns (an accepted fd); drop_ready() marks it idle.
         destroy_spawned();
         drop_ready();
         drop_posted();
-        stop_workers();
     }
 
     /// Runs `t` to completion on this thread (`backend::blocking`: on a thread of its
@@ -198,6 +215,37 @@ public:
         complete(p.start, 0);
     }
 
+    /// Starts `t` on this loop from any thread (`spawn` is for the loop's own thread):
+    /// it is handed over through the loop's inbox without a lock, and starts during the
+    /// loop's next iteration. `errc::loop_stopped` (and `t` destroyed unstarted) once the
+    /// loop is being torn down; a task handed over just before the teardown is destroyed
+    /// unstarted with the loop's other tasks. `from` is the caller's own loop, if it runs
+    /// on one (io_uring loops then wake each other ring to ring). Allocates one small
+    /// record for the hand-over; throws `std::bad_alloc`.
+    result<void> spawn_remote(task<void> t, std::stop_token token = {}, detail::loop_core* from = nullptr) {
+        struct hand_over : detail::remote_item {
+            task<void> body;
+            std::stop_token token;
+        };
+        auto* item = new hand_over{};
+        item->body = std::move(t);
+        item->token = std::move(token);
+        item->deliver = [](detail::loop_core& core, detail::remote_item& it) noexcept {
+            std::unique_ptr<hand_over> own(static_cast<hand_over*>(&it));
+            if (core.inbox_closed_for_good()) return;  // torn down: destroyed unstarted
+            try {
+                static_cast<loop&>(core).spawn(std::move(own->body), std::move(own->token));
+            } catch (...) {
+                static_cast<loop&>(core).report_exception(std::current_exception());
+            }
+        };
+        if (!send_remote(*item, from)) {
+            delete item;
+            return errc::loop_stopped;
+        }
+        return {};
+    }
+
     /// Makes `run()` return (and `run(task)` throw) at the next iteration. Thread-safe
     /// and async-signal-safe, so a SIGINT handler may call it; it leaves `errno` as it
     /// found it (a backend's wake-up may fail, e.g. sigio's with a full signal queue).
@@ -241,6 +289,9 @@ public:
     Backend& backend() noexcept { return backend_; }
 
 private:
+    /// Its address tells loops of this type from loops of others (`is_same_loop_type`).
+    static constexpr char type_key = 0;
+
     /// Thread per task (`backend::blocking`): spawn, run and timers use threads.
     static constexpr bool threaded = Backend::kind == backend_kind::blocking;
 
@@ -251,6 +302,18 @@ private:
     }
 
     void wake_backend() noexcept override { backend_.wake(); }
+
+    void wake_backend_from(detail::loop_core* from) noexcept override {
+        if constexpr (requires(Backend & b) { b.wake_ring_to_ring(b); }) {
+            // Both io_uring loops: the sender's ring posts a completion into this one
+            // (IORING_OP_MSG_RING), which wakes it without the eventfd's write, read and
+            // re-armed poll.
+            if (from && msg_ring_wakeups() && from->is_same_loop_type(*this) &&
+                static_cast<loop*>(from)->backend_.wake_ring_to_ring(backend_))
+                return;
+        }
+        backend_.wake();
+    }
 
     std::size_t step(clock::duration limit = clock::duration::max()) {
         update_now();
@@ -265,5 +328,74 @@ private:
     Backend backend_;
     std::atomic<bool> stop_requested_{false};
 };
+
+/// Awaiter of `switch_to`: the task's continuation handed to another loop's inbox.
+class [[nodiscard("switch_to does nothing until it is awaited")]] switch_awaiter {
+public:
+    /// Prepares the move to `target`.
+    explicit switch_awaiter(detail::loop_core & target) noexcept : target_(&target) {}
+    switch_awaiter(const switch_awaiter&) = delete;
+    switch_awaiter& operator=(const switch_awaiter&) = delete;
+    /// A frame destroyed while the move is in flight (its loops torn down) takes the
+    /// move's record out of the target loop, where it may sit in the inbox or the ready queue.
+    ~switch_awaiter() {
+        if (sent_ && !resumed_) {
+            target_->collect_inbox();
+            target_->unqueue(op_);
+        }
+    }
+
+    /// Always suspends (or fails) in `await_suspend`.
+    bool await_ready() const noexcept { return false; }
+
+    /// Hands the task to the target loop; continues at once when it is already there,
+    /// when the loop runs a thread per task (`backend::blocking`: each task has its own
+    /// thread already, and keeps it), or when the target has stopped for good.
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) {
+        static_assert(
+            requires(P & p) { p.moved_to(target_); }, "switch_to needs a weft::task");
+        auto& p = h.promise();
+        detail::loop_core* here = p.env.loop;
+        if (here == target_ || target_->threaded() || (here && here->threaded())) return false;
+        const detail::task_env saved = p.env;
+        p.moved_to(target_);  // may throw bad_alloc: nothing has been sent yet
+        op_.continuation = h;
+        op_.res = 0;
+        sent_ = true;
+        // After a successful send the target may resume the task (and run it to its end)
+        // before this returns: nothing below touches the frame.
+        if (target_->send_remote(op_, here)) return true;
+        sent_ = false;
+        p.env = saved;
+        failed_ = true;
+        return false;
+    }
+
+    /// Success: the task now runs on the target loop's thread. `errc::loop_stopped`: the
+    /// target is torn down, and the task goes on where it was.
+    result<void> await_resume() noexcept {
+        resumed_ = true;
+        if (failed_) return errc::loop_stopped;
+        return {};
+    }
+
+private:
+    detail::loop_core* target_;
+    detail::remote_op op_;
+    bool sent_ = false;
+    bool resumed_ = false;
+    bool failed_ = false;
+};
+
+/// Moves the awaiting task to `target`'s thread: `co_await weft::switch_to(other)`. From
+/// there on its operations run on `target`; when the task ends, whoever awaits it is
+/// resumed back on the loop it started on. The task's stop token is dropped by the move
+/// (cancellation is per loop: the source behind it is requested on the old loop's
+/// thread). Sockets stay with the loop that opened them: use them only from that loop
+/// (DESIGN invariant 9), or move them (`tcp_stream::release`). On a thread-per-task
+/// loop (`backend::blocking`) it does nothing: each task has its own thread already.
+/// Do not use it in the task given to `loop::run(task)`, whose end that loop watches.
+inline switch_awaiter switch_to(detail::loop_core& target) noexcept { return switch_awaiter(target); }
 
 }  // namespace weft

@@ -31,6 +31,10 @@ enum class errc {
     datagram_truncated,     ///< A datagram was larger than the buffer; the excess was discarded by the kernel.
     path_too_long,          ///< A Unix socket path does not fit `sockaddr_un::sun_path` (107 bytes + NUL).
     host_not_found,         ///< Name resolution succeeded but yielded no usable address.
+    loop_stopped,           ///< The target loop has stopped for good (torn down): it takes no more work.
+    channel_closed,         ///< The channel was closed, or its receiving loop is gone.
+    channel_full,           ///< `try_send` found the channel full (the value was not taken).
+    channel_empty,          ///< `try_receive` found nothing to take.
 };
 
 /// The `std::error_category` of `weft::errc`; its name is `"weft"`.
@@ -65,6 +69,14 @@ inline const std::error_category& error_category() noexcept {
                     return "Unix socket path too long (at most 107 bytes)";
                 case errc::host_not_found:
                     return "the name resolved to no usable address";
+                case errc::loop_stopped:
+                    return "the target loop has stopped and takes no more work";
+                case errc::channel_closed:
+                    return "the channel is closed (or its receiving loop is gone)";
+                case errc::channel_full:
+                    return "the channel is full";
+                case errc::channel_empty:
+                    return "the channel is empty";
             }
             return "unknown weft error";
         }

@@ -294,6 +294,8 @@ public:
                 p.start_ = start_state::inline_done;
                 return std::noop_coroutine();
             }
+            if (p.away_) [[unlikely]]  // moved to another loop (switch_to): the awaiter is at home
+                return p.go_home();
             return p.continuation_ ? p.continuation_ : std::noop_coroutine();
         }
         void await_resume() const noexcept {}
@@ -302,6 +304,44 @@ public:
 
     void set_continuation(std::coroutine_handle<> c) noexcept { continuation_ = c; }
 
+    task_promise_base() noexcept = default;
+    task_promise_base(const task_promise_base&) = delete;
+    task_promise_base& operator=(const task_promise_base&) = delete;
+    ~task_promise_base() {
+        if (away_) {  // a frame destroyed while its way home is queued there takes it out
+            away_->home->unqueue(*away_);
+            delete away_;
+        }
+    }
+
+    /// `switch_to` moves this task to `target`: its later operations run there, and when
+    /// it ends its awaiter is resumed back on the loop it started on. Its stop token is
+    /// dropped, since the source that backs it is requested on the old loop's thread,
+    /// whose callbacks must not touch the new loop. Throws `std::bad_alloc` (the first
+    /// move allocates the record of the way home).
+    void moved_to(loop_core* target) {
+        if (!away_) {
+            away_ = new homeward;
+            away_->home = env.loop;
+        }
+        env.loop = target;
+        env.token = {};
+    }
+
+private:
+    /// Final suspension of a task that moved: its awaiter is resumed on the home loop.
+    /// The hand-over is left to the loop running this task, once this resumption has
+    /// returned (`loop_core::send_home_later`): sent from here, the home loop could resume
+    /// the awaiter, and destroy this frame, while this thread is still suspending it.
+    std::coroutine_handle<> go_home() noexcept {
+        if (env.loop == away_->home || !continuation_) return continuation_ ? continuation_ : std::noop_coroutine();
+        away_->continuation = continuation_;
+        away_->res = 0;
+        env.loop->send_home_later(*away_);
+        return std::noop_coroutine();
+    }
+
+public:
     /// Runs the body until it first suspends or ends; true if it ended.
     ///
     /// Why not only symmetric transfer: g++ turns the transfer into a tail call only at
@@ -332,6 +372,7 @@ private:
 
     enum class start_state : std::uint8_t { lazy, inline_running, inline_done, suspended };
     std::coroutine_handle<> continuation_{};
+    homeward* away_ = nullptr;  ///< set once the task has moved to another loop (switch_to)
     start_state start_ = start_state::lazy;
 };
 

@@ -133,6 +133,16 @@ public:
     /// Before `close(fd)`: every call blocked on `fd` in another thread is interrupted
     /// and completes with `operation_canceled`; returns once none is left in the kernel,
     /// so the fd number cannot be reused under a blocked call.
+    /// True while a thread is blocked in a call on `fd` (a socket with one cannot move
+    /// to another loop: `basic_socket::release`).
+    bool busy(int fd) const noexcept {
+        std::lock_guard lk(calls_mutex_);
+        if (fd < 0 || static_cast<std::size_t>(fd) >= calls_.size()) return false;
+        for (const call* c : calls_[static_cast<std::size_t>(fd)])
+            if (c) return true;
+        return false;
+    }
+
     void detach(int fd) noexcept {
         std::lock_guard lk(calls_mutex_);
         if (fd < 0 || static_cast<std::size_t>(fd) >= calls_.size()) return;
@@ -469,7 +479,7 @@ private:
     bool stopping_ = false;
     std::exception_ptr escaped_;
     std::mutex report_mutex_;
-    std::mutex calls_mutex_;
+    mutable std::mutex calls_mutex_;
     std::vector<std::array<call*, 2>> calls_;  ///< per fd: the blocked reader and writer
     mutable std::mutex pool_mutex_;
     std::unique_ptr<pool> pool_;

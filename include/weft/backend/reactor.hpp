@@ -127,6 +127,13 @@ public:
 
     /// Before `close(fd)`: completes the fd's parked operations with `-ECANCELED` and
     /// stops watching it, so no stale event reaches a later socket with the same number.
+    /// True when an operation is parked on `fd` (a socket with one cannot move to
+    /// another loop: `basic_socket::release`).
+    bool busy(int fd) const noexcept {
+        const slot* s = slots_.find(fd);
+        return s && (s->waiter[0] || s->waiter[1]);
+    }
+
     void detach(int fd) noexcept {
         slot* found = slots_.find(fd);
         if (!found) return;

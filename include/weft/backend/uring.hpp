@@ -133,6 +133,9 @@ public:
         /// -6%, -1% and +18%, the noise of that client-bound cell; benchmarks/uring_options.sh
         /// bundles and run.py's on/off runs).
         bool bundles = false;
+        /// `IORING_OP_MSG_RING` (kernel 5.18): another io_uring loop wakes this one by
+        /// posting a completion into its ring instead of writing its eventfd.
+        bool msg_ring = false;
     };
 
     /// What the ring in use actually got (for reports and tests).
@@ -154,6 +157,9 @@ public:
         /// The multishot recv takes bundles of buffers (`IORING_FEAT_RECVSEND_BUNDLE`,
         /// kernel 6.10). Single-shot receives never do (see `options::bundles`).
         bool bundles = false;
+        /// `IORING_OP_MSG_RING` (kernel 5.18): another io_uring loop wakes this one by
+        /// posting a completion into its ring instead of writing its eventfd.
+        bool msg_ring = false;
     };
 
     /// The value of `WEFT_DISABLE_URING` when it switches io_uring off (set, non-empty,
@@ -290,6 +296,18 @@ public:
     /// their real result) when their CQE arrives. The fd's generation moves on, so such a
     /// late completion is never resubmitted: after `close(2)` the number belongs to the
     /// next socket (DESIGN invariant 10), which starts with no busy bits.
+    /// True when `fd` has an operation in flight, a receive waiting for a provided
+    /// buffer, or a multishot (armed or holding received data): a socket in any of these
+    /// states cannot move to another loop (`basic_socket::release`), since the kernel or
+    /// this ring holds its next bytes.
+    bool busy(int fd) const noexcept {
+        if (const fd_slot* slot = slots_.find(fd); slot && slot->busy) return true;
+        if (find_multishot(fd)) return true;
+        for (const detail::proactor_op* w : buffer_waiters_)
+            if (w && w->fd == fd) return true;
+        return false;
+    }
+
     void detach(int fd) noexcept {
         fd_slot* slot = find_slot(fd);
         if (!slot) return;  // nothing was ever submitted on it
@@ -423,6 +441,23 @@ public:
             io_uring_get_events(&ring_);
             reap();
         }
+    }
+
+    /// Wakes `target`, the backend of another io_uring loop, from this loop's thread:
+    /// posts a completion into its ring (`IORING_OP_MSG_RING`), submitted at once. The
+    /// target then wakes like it does for any completion, with no eventfd to write, read
+    /// and re-arm. False when this ring cannot (kernel before 5.18): use `target.wake()`.
+    /// If the kernel refuses the message later, its failure comes back on this ring and
+    /// the target's eventfd is written instead (and this ring stops trying).
+    bool wake_ring_to_ring(uring& target) noexcept {
+        if (!features_.msg_ring) return false;
+        io_uring_sqe* sqe = get_sqe();
+        io_uring_prep_msg_ring(sqe, target.ring_.ring_fd, 0, msg_tag, 0);
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;  // the sender hears only of a failure
+        io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uint64_t>(&target) | msg_failed_bits);
+        [[maybe_unused]] int r = io_uring_submit(&ring_);
+        WEFT_TRACE_LINE("io_uring_enter: submit MSG_RING to ring fd %d -> %s", target.ring_.ring_fd, WEFT_TRACE_RES(r));
+        return true;
     }
 
     /// Interrupts `wait` from any thread or signal handler (an eventfd the ring polls).
@@ -875,6 +910,11 @@ private:
     /// `user_data` of SQEs whose completions nobody awaits (cancels, the wake-up poll).
     static constexpr std::uint64_t internal_tag = 0;
     static constexpr std::uint64_t wake_tag = 1;
+    /// `user_data` of the completion another loop's MSG_RING posts here (a wake-up).
+    static constexpr std::uint64_t msg_tag = 9;  // (no multishot or cancel bit: 0b1001)
+    /// Low bits of a MSG_RING's own `user_data` (the target backend's address), seen
+    /// only when the kernel refused the message.
+    static constexpr std::uint64_t msg_failed_bits = 5;
 
     int setup(const options& opts) noexcept {
         const unsigned depth = opts.queue_depth;
@@ -905,6 +945,10 @@ private:
         features_.cq_entries = p.cq_entries;
         features_.bundles = opts.bundles && (p.features & uring_abi::feat_recvsend_bundle) != 0;
         if (opts.register_ring_fd) features_.registered_ring_fd = io_uring_register_ring_fd(&ring_) == 1;
+        if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
+            features_.msg_ring = io_uring_opcode_supported(probe, IORING_OP_MSG_RING) != 0;
+            io_uring_free_probe(probe);
+        }
         if (opts.fixed_files) register_file_table();
         return 0;
     }
@@ -1502,7 +1546,9 @@ private:
                     "cqe res %s%s%s%s%s", WEFT_TRACE_RES(cqe->res),
                     (cqe->user_data & multishot_bit) && cqe->user_data != LIBURING_UDATA_TIMEOUT ? " (multishot)" : "",
                     cqe->flags & IORING_CQE_F_BUFFER ? " in a provided buffer" : "",
-                    cqe->user_data == wake_tag ? " (the loop's wake-up)" : "",
+                    cqe->user_data == wake_tag  ? " (the loop's wake-up)"
+                    : cqe->user_data == msg_tag ? " (MSG_RING from another loop)"
+                                                : "",
                     (cqe->user_data & cancel_bit) && cqe->user_data != LIBURING_UDATA_TIMEOUT ? " (a cancel)" : "");
                 if (n == 64) break;
             }
@@ -1531,6 +1577,11 @@ private:
                     std::uint64_t value;
                     [[maybe_unused]] long r = sys::read(wake_fd_, &value, sizeof value);
                     if (!(c.flags & IORING_CQE_F_MORE)) arm_wake();  // the kernel ended the multishot
+                } else if (c.tag == msg_tag) {
+                    // another loop's wake-up: this iteration looks at its inbox anyway
+                } else if ((c.tag & 7) == msg_failed_bits && c.tag != LIBURING_UDATA_TIMEOUT) {
+                    features_.msg_ring = false;  // this kernel refuses: eventfds from now on
+                    reinterpret_cast<uring*>(c.tag & ~std::uint64_t{7})->wake();
                 } else if (c.tag == internal_tag || c.tag == LIBURING_UDATA_TIMEOUT) {
                     // a cancel's own completion, or liburing's timeout: nothing waits for it
                 } else if (c.tag & cancel_bit) {

@@ -200,6 +200,20 @@ public:
         return detail::to_result(sys::close(std::exchange(fd_, -1)));
     }
 
+    /// Gives up the socket without closing it: detaches it from its loop's backend and
+    /// returns the fd, which the caller now owns (to adopt on another loop: a socket
+    /// belongs to one loop at a time). Refused with `EBUSY`, the socket unchanged, while
+    /// an operation is pending on it, or on io_uring while a `receive()` multishot holds
+    /// it (the kernel may hold its next bytes in a provided buffer: use `read_some`
+    /// before a move). `EBADF` when closed.
+    result<int> release() noexcept {
+        if (fd_ < 0) return detail::errno_code(EBADF);
+        if constexpr (requires(const Backend& b) { b.busy(0); })
+            if (backend_->busy(fd_)) return detail::errno_code(EBUSY);
+        backend_->detach(fd_);
+        return std::exchange(fd_, -1);
+    }
+
     /// Sets the kernel's send buffer (`SO_SNDBUF`; the kernel doubles the value and caps
     /// it at `net.core.wmem_max`). Smaller means back-pressure sooner.
     result<void> set_send_buffer_size(int bytes) noexcept {
