@@ -2,7 +2,7 @@
 //
 //   echo_server --backend NAME [--port N] [--api auto|read_some|receive] [--multishot on|off]
 //               [--buffer-size BYTES] [--fixed-files on|off] [--incremental-buffers on|off]
-//               [--bundles on|off]
+//               [--bundles on|off] [--threads N] [--spread reuse_port|hand_off]
 //
 // NAME is any backend of weft::all_backends, or `epoll_lt_eager` (the textbook
 // level-triggered interest policy, kept to measure epoll_lt's lazy one against it).
@@ -26,7 +26,11 @@
 // provided buffers) a connection with 16 x 4 KiB in flight took four reads and four
 // writes where the C server takes one of each, and epoll_et needed 1.65x its CPU per
 // message at 64 x 4096 B x depth 16 (1.06x with 64 KiB; benchmarks/results/bulk.md).
-// Prints "port N" once listening; runs until SIGINT/SIGTERM, then exits with 0.
+// --threads N (default 1) serves on N loops, one thread each (weft::runtime), spread by
+// SO_REUSEPORT listeners or by loop 0 handing connections off (--spread): the threads
+// dimension of benchmarks/run.py.
+// Prints "port N" once listening (and with --threads, "loops connections=A/B/..." at
+// exit: the connections each loop served); runs until SIGINT/SIGTERM, then exits with 0.
 // `echo_server --list` prints one line per backend built in: its name, and
 // `fd_limit=N` when the backend refuses descriptors from N up (select's FD_SETSIZE), and
 // `unavailable` when it cannot run here (io_uring disabled); the benchmark runner takes
@@ -54,6 +58,8 @@ struct settings {
     bool incremental = true;  ///< --incremental-buffers (uring's provided buffers)
     bool bundles = false;     ///< --bundles (uring's multishot recv)
     std::uint32_t buffer_size = 65536;  ///< --buffer-size
+    unsigned threads = 1;               ///< --threads
+    weft::spread spread = weft::spread::reuse_port;  ///< --spread
 };
 
 template <class B>
@@ -101,8 +107,36 @@ typename B::options options_for(const settings& s) {
     return o;
 }
 
+/// The same sessions on `set.threads` loops.
+template <class B>
+int run_threads(const settings& set) {
+    weft::runtime<B> rt({.threads = set.threads, .backend = options_for<B>(set)});
+    const bool receive = set.receive;
+    const std::uint32_t size = set.buffer_size;
+    auto bound = rt.serve(weft::endpoint::loopback_v4(set.port),
+                          [receive, size](weft::tcp_stream<B> s) {
+                              return receive ? receive_session(std::move(s)) : session(std::move(s), size);
+                          },
+                          set.spread, {.backlog = 4096});
+    if (!bound) {
+        std::fprintf(stderr, "error: listen: %s\n", bound.error().message().c_str());
+        return 1;
+    }
+    std::printf("port %u\n", bound->port());
+    std::fflush(stdout);
+    example::stop_on_signals(&rt);
+    rt.run();
+    example::stop_on_signals<weft::runtime<B>>(nullptr);
+    // How the connections spread (benchmarks/run.py's threads section reads it).
+    std::string per_loop;
+    for (std::size_t i = 0; i < rt.size(); ++i) per_loop += (i ? "/" : "") + std::to_string(rt.stats(i).connections);
+    std::printf("loops connections=%s\n", per_loop.c_str());
+    return 0;
+}
+
 template <class B>
 int run(const settings& set) {
+    if (set.threads > 1) return run_threads<B>(set);
     weft::loop<B> loop(options_for<B>(set));
     auto listener = weft::tcp_listener<B>::bind(loop, weft::endpoint::loopback_v4(set.port), {.backlog = 4096});
     if (!listener) {
@@ -148,6 +182,14 @@ int main(int argc, char** argv) {
     set.buffer_size = static_cast<std::uint32_t>(
         example::number_or_exit("--buffer-size", args.get("--buffer-size").value_or("65536"), 64, 1u << 24));
     set.receive = api != "read_some";
+    set.threads =
+        static_cast<unsigned>(example::number_or_exit("--threads", args.get("--threads").value_or("1"), 1, 1024));
+    const std::string spread = args.get("--spread").value_or("reuse_port");
+    if (spread != "reuse_port" && spread != "hand_off") {
+        std::fprintf(stderr, "error: --spread must be reuse_port or hand_off, not '%s'\n", spread.c_str());
+        return 2;
+    }
+    set.spread = spread == "hand_off" ? weft::spread::hand_off : weft::spread::reuse_port;
     using measured = weft::backend_list<weft::backend::epoll_lt_eager>;
     int rc = 2;
     auto go = [&]<class B>() { rc = run<B>(set); };

@@ -90,7 +90,7 @@ def build(only):
         for name, (target, _, _) in PEERS.items():
             if target == m.group(1):
                 skipped[name] = m.group(2).strip()
-    targets = ["echo_server", "echo_server_counting", "echo_load"]
+    targets = ["echo_server", "echo_server_counting", "echo_load", "pingpong", "spread_burst"]
     for name, (target, _, _) in PEERS.items():
         if target and name not in skipped and wanted(name, only):
             targets.append(target)
@@ -180,10 +180,10 @@ def discover(only, skipped):
 class Running:
     """A started server: its process, port and captured output."""
 
-    def __init__(self, argv, wrap=(), startup=15.0):
+    def __init__(self, argv, wrap=(), startup=15.0, cpus="0"):
         self.out = tempfile.TemporaryFile(mode="w+")
         self.err = tempfile.TemporaryFile(mode="w+")
-        cmd = ["taskset", "-c", "0", *wrap, *argv, "--port", "0"]
+        cmd = ["taskset", "-c", cpus, *wrap, *argv, "--port", "0"]
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid  # taskset execs the server (or valgrind): same PID
         self.port = None
@@ -615,7 +615,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=1, help="warm-up seconds per run (default 1)")
     ap.add_argument("--out", help="output directory (default build/bench; with --full benchmarks/results)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
-    ap.add_argument("--skip", default="", help="comma-separated: syscalls,rss,callgrind,options,compile,plots")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated: syscalls,rss,callgrind,options,compile,plots,threads")
     args = ap.parse_args()
 
     only = set(args.servers.split(",")) if args.servers else set()
@@ -744,6 +745,10 @@ def main():
         except (subprocess.CalledProcessError, OSError) as e:
             log(f"   error: {e}")
 
+    threads = None
+    if "threads" not in skip:
+        threads = measure_threads(servers, args, seconds)
+
     summary = summarise(runs, counted, servers, cells)
     write_csv(out, runs, summary)
     plots = [] if "plots" in skip else make_plots(out, summary, servers, cells)
@@ -751,19 +756,184 @@ def main():
                            profiles, compile_rows, plots, options)
     # The file benchmark (benchmarks/file_bench.py) keeps its report in files/ under the
     # same directory; a rerun of this comparison keeps pointing at it.
+    if threads:
+        report += "\n" + render_threads(threads)
     files_report = out / "files" / "REPORT.md"
     if files_report.exists():
         report += "\n" + files_section(files_report)
     (out / "REPORT.md").write_text(report)
     print(render_tables(summary, servers, cells))
+    if threads:
+        print("\n" + render_threads(threads))
     log(f"\nreport: {out / 'REPORT.md'}")
     errors = [r for r in runs if r.get("error", "").startswith("error")] + counted_errors
     errors += [v for v in list(rss.values()) + list(ir.values()) if isinstance(v, str) and v.startswith("error")]
     errors += [e for rows in options.values() for e in rows.get("errors", [])]
+    errors += threads["errors"] if threads else []
     if errors:
         log(f"{len(errors)} run(s) failed; see the report")
         return 1
     return 0
+
+
+# The threads dimension (weft::runtime): which backends, cells and ping-pong paths.
+THREAD_BACKENDS = ("epoll_et", "uring")
+THREAD_CELLS = [(64, 64, 1), (1000, 64, 16)]
+PINGPONG_ROUND_TRIPS = 20000
+SPREAD_CONNECTIONS = 10000
+
+
+def threads_run(backend, loops, cell, seconds, warmup):
+    """One echo run of `echo_server --threads LOOPS`, server and load both on CPUs 0-1."""
+    conns, size, depth = cell
+    srv = Running([str(BUILD / "benchmarks/echo_server"), "--backend", backend, "--threads", str(loops)], cpus="0,1")
+    try:
+        cmd = ["taskset", "-c", "0,1", *load_cmd(srv.port, conns, size, depth, "--seconds", str(seconds), "--warmup",
+                                                 str(warmup))[3:]]
+        load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = t1 = result = None
+        for line in load.stdout:
+            if line.startswith("window"):
+                t0, w0 = srv.ticks(), time.monotonic()
+            elif line.startswith("msgs="):
+                t1, w1 = srv.ticks(), time.monotonic()
+                result = parse_load(line)
+        err = load.stderr.read()
+        if load.wait() != 0 or result is None or t0 is None:
+            raise RuntimeError("echo_load failed: " + (err.strip().splitlines() or ["no result"])[-1])
+    finally:
+        status = srv.stop()
+    msgs = max(result["msgs"], 1)
+    cpu = ((t1[0] - t0[0]) + (t1[1] - t0[1])) / HZ
+    m = re.search(r"^loops connections=(\S+)", srv.stdout(), re.M)
+    return {"msgs_per_s": result["msgs_per_s"], "cpu_us_per_msg": cpu * 1e6 / msgs,
+            "server_cpu_pct": 100.0 * cpu / max(w1 - w0, 1e-9), "per_loop": m.group(1) if m else "-",
+            "status": status}
+
+
+def measure_threads(servers, args, seconds):
+    """The threads dimension: echo on 1 and 2 loops, the cross-loop ping-pong, and a
+    burst of connections spread both ways. Returns the figures and the commands."""
+    backends = [b for b in THREAD_BACKENDS if any(s.name == b for s in servers)]
+    out = {"echo": {}, "pingpong": {}, "spread": {}, "errors": [], "backends": backends}
+    if not backends:
+        return out
+    log("== threads: echo on 1 and 2 loops (server and load share CPUs 0-1)")
+    for cell in THREAD_CELLS:
+        for rep in range(args.reps):
+            for backend in (backends if rep % 2 == 0 else backends[::-1]):
+                for loops in ((1, 2) if rep % 2 == 0 else (2, 1)):
+                    key = (backend, cell, loops)
+                    try:
+                        r = threads_run(backend, loops, cell, seconds, args.warmup)
+                        out["echo"].setdefault(key, []).append(r)
+                        log(f"   {cell_name(cell):16} {backend:9} {loops} loop(s) rep {rep}: "
+                            f"{r['msgs_per_s']:>10.0f} msgs/s {r['cpu_us_per_msg']:7.2f} us/msg  "
+                            f"connections per loop {r['per_loop']}")
+                    except (RuntimeError, OSError) as e:
+                        out["errors"].append(f"threads {backend} {loops} {cell_name(cell)}: {e}")
+                        log(f"   {cell_name(cell):16} {backend:9} {loops} loop(s): error: {e}")
+    log(f"== threads: cross-loop ping-pong ({PINGPONG_ROUND_TRIPS} round trips, loops pinned to CPUs 0 and 1)")
+    paths = []
+    if "uring" in backends:
+        paths += [("uring", "msg_ring"), ("uring", "eventfd")]
+    if "epoll_et" in backends:
+        paths.append(("epoll_et", "eventfd"))
+    paths.append(("threads", "mutex_cv"))
+    for rep in range(args.reps):
+        for backend, wake in (paths if rep % 2 == 0 else paths[::-1]):
+            cmd = [str(BUILD / "benchmarks/pingpong"), "--round-trips", str(PINGPONG_ROUND_TRIPS)]
+            cmd += ["--baseline", "mutex_cv"] if backend == "threads" else ["--backend", backend, "--wake", wake]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0 or not r.stdout.startswith("pingpong"):
+                out["errors"].append(f"pingpong {backend} {wake}: {r.stderr.strip()}")
+                continue
+            fig = parse_load(r.stdout)
+            out["pingpong"].setdefault((backend, wake), []).append(fig)
+            log(f"   {backend:9} {wake:9} rep {rep}: {fig['round_trips_per_s']:>8.0f} round trips/s  "
+                f"p50 {fig['p50_us']:.1f} us  p99 {fig['p99_us']:.1f} us")
+    log(f"== threads: a burst of {SPREAD_CONNECTIONS} connections over 2 loops, spread both ways")
+    for rep in range(args.reps):
+        for backend in backends:
+            for spread in ("reuse_port", "hand_off"):
+                cmd = [str(BUILD / "benchmarks/spread_burst"), "--backend", backend, "--spread", spread,
+                       "--connections", str(SPREAD_CONNECTIONS)]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode != 0 or not r.stdout.startswith("spread"):
+                    out["errors"].append(f"spread_burst {backend} {spread}: {r.stderr.strip() or r.stdout.strip()}")
+                    continue
+                fig = dict(re.findall(r"(\w+)=(\S+)", r.stdout))
+                out["spread"].setdefault((backend, spread), []).append(fig)
+                log(f"   {backend:9} {spread:10} rep {rep}: {float(fig['conns_per_s']):>8.0f} conns/s  per loop "
+                    f"{fig['per_loop']}  imbalance {fig['imbalance']}  idle wake-ups {fig['idle_wakeups']}")
+    return out
+
+
+def render_threads(t):
+    """The threads section of the report."""
+    def med(rows, key):
+        return median([float(r[key]) for r in rows])
+
+    def by_imbalance(rows):  # the median run as a whole (its counts belong together)
+        return sorted(rows, key=lambda r: float(r["imbalance"]))[len(rows) // 2]
+
+    lines = ["## Every core: `weft::runtime` on 1 and 2 loops", "",
+             "This machine has 2 CPUs, and here the server's loops and the load generator share both "
+             "(`taskset -c 0,1` for each): these rows show what a second loop costs and how evenly the "
+             "connections spread, not how weft scales. (For the scaling curve, see the end of this section.)", ""]
+    if t["echo"]:
+        lines += ["Echo (`echo_server --threads N`, SO_REUSEPORT listeners; medians):", "",
+                  "| backend | cell | loops | msgs/s | server µs/msg | server CPU % | connections per loop |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for (backend, cell, loops), rows in sorted(t["echo"].items()):
+            lines.append(f"| {backend} | {cell_name(cell)} | {loops} | {med(rows, 'msgs_per_s'):.0f} | "
+                         f"{med(rows, 'cpu_us_per_msg'):.2f} | {med(rows, 'server_cpu_pct'):.0f} | "
+                         f"{rows[len(rows) // 2]['per_loop']} |")
+        lines.append("")
+    if t["pingpong"]:
+        lines += [f"Cross-loop ping-pong (`benchmarks/pingpong`, {PINGPONG_ROUND_TRIPS} round trips over two "
+                  "`weft::channel`s between loops pinned to CPUs 0 and 1; each leg wakes a sleeping loop; "
+                  "medians):", "",
+                  "| path | round trips/s | messages/s | p50 µs | p99 µs |", "|---|---:|---:|---:|---:|"]
+        names = {("uring", "msg_ring"): "uring, IORING_OP_MSG_RING", ("uring", "eventfd"): "uring, eventfd",
+                 ("epoll_et", "eventfd"): "epoll_et, eventfd",
+                 ("threads", "mutex_cv"): "baseline: 2 threads, mutex + condition variable queues"}
+        for key, rows in t["pingpong"].items():
+            lines.append(f"| {names.get(key, key)} | {med(rows, 'round_trips_per_s'):.0f} | "
+                         f"{med(rows, 'msgs_per_s'):.0f} | {med(rows, 'p50_us'):.1f} | {med(rows, 'p99_us'):.1f} |")
+        lines.append("")
+    if t["spread"]:
+        lines += [f"A burst of {SPREAD_CONNECTIONS} connections (`benchmarks/spread_burst`: 4 client threads "
+                  "connect, send a byte, read it back and close; 2 loops). Idle wake-ups are loop iterations that "
+                  "resumed nothing; the median run by imbalance (busiest loop over the mean):", "",
+                  "| backend | spread | conns/s | per loop | imbalance | idle wake-ups per loop | loop CPU ms |",
+                  "|---|---|---:|---|---:|---|---|"]
+        for (backend, spread), rows in sorted(t["spread"].items()):
+            r = by_imbalance(rows)
+            lines.append(f"| {backend} | {spread} | {med(rows, 'conns_per_s'):.0f} | {r['per_loop']} | "
+                         f"{r['imbalance']} | {r['idle_wakeups']} | {r['cpu_ms']} |")
+        lines.append("")
+    lines += ["Commands: `python3 benchmarks/run.py` runs this section (skip it with `--skip threads`); "
+              "one figure at a time: `build/default/benchmarks/pingpong --backend uring --wake msg_ring`, "
+              "`build/default/benchmarks/pingpong --baseline mutex_cv`, "
+              "`build/default/benchmarks/spread_burst --backend epoll_et --spread hand_off`.", "",
+              "The scaling curve on a machine with more cores: put the server's N loops on cores 0..N-1 and the "
+              "load elsewhere, then raise N:", "",
+              "```sh",
+              "for n in 1 2 4 8; do",
+              "  taskset -c 0-$((n-1)) build/default/benchmarks/echo_server --backend uring --threads $n --port 9000 &",
+              "  sleep 0.5",
+              "  taskset -c 16-31 build/default/benchmarks/echo_load --port 9000 --connections 1000 --size 64 \\",
+              "      --depth 16 --seconds 5 --warmup 1",
+              "  kill %1; wait",
+              "done",
+              "```", "",
+              "Each `msgs=` line gives the throughput at n loops; divide by n = 1's for the speed-up. The load "
+              "generator must not be the bottleneck: give it at least as many cores as the server (`echo_load` runs "
+              "one thread; start several, on different ports or the same one, if one cannot keep up).", ""]
+    if t["errors"]:
+        lines += ["Errors:", ""] + [f"- {e}" for e in t["errors"]] + [""]
+    return "\n".join(lines)
 
 
 def fmt(v, digits=1):

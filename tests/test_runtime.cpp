@@ -502,7 +502,7 @@ TEMPLATE_TEST_CASE("runtime: serve spreads connections by SO_REUSEPORT and by ha
         constexpr int n = 64;
         std::atomic<int> served{0};
         std::uint16_t port = 0;
-        weft::result<void> ok = weft::errc::invalid_endpoint;
+        weft::result<weft::endpoint> ok = weft::errc::invalid_endpoint;
         for (int attempt = 0; attempt < 5 && !ok; ++attempt) {
             port = free_port();
             ok = rt.serve(
@@ -553,7 +553,7 @@ TEMPLATE_TEST_CASE("runtime: shutdown stops accepting, lets sessions finish, can
     weft::runtime<B> rt({.threads = 2});
     std::atomic<int> finished{0}, cancelled{0};
     std::uint16_t port = 0;
-    weft::result<void> ok = weft::errc::invalid_endpoint;
+    weft::result<weft::endpoint> ok = weft::errc::invalid_endpoint;
     for (int attempt = 0; attempt < 5 && !ok; ++attempt) {
         port = free_port();
         ok = rt.serve(weft::endpoint::loopback_v4(port), [&](weft::tcp_stream<B> s) -> weft::task<void> {

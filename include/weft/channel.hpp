@@ -61,50 +61,48 @@ class channel {
     static_assert(std::is_nothrow_move_constructible_v<T>, "channel<T> needs a nothrow move constructor");
     static_assert(std::is_nothrow_destructible_v<T>, "channel<T> needs a nothrow destructor");
 
-    /// A task parked on the channel: woken once, by whoever takes it out of its place.
+    /// A task parked on the channel, woken by whoever takes it out of its place. `deliver`
+    /// (the remote item's) runs on the waiter's loop thread when a wake-up arrives.
     struct waiter : detail::remote_op {
         detail::loop_core* loop = nullptr;  ///< where to resume it; unused when `blocks`
         bool blocks = false;                ///< a thread-per-task (or loop-less) waiter: it blocks its thread
-        /// 0 parked, 1 being woken, 2 woken. 32 bits: a blocked thread waits on it as a futex.
-        std::atomic<std::uint32_t> phase{0};
-        /// Waits until a waker has finished with this record (it may still be inside
-        /// `wake` when the task has already been resumed).
+        std::atomic<std::uint32_t> wakers{0};  ///< wakers still inside `wake` (they touch this record)
+        std::atomic<std::uint32_t> signal{0};  ///< `blocks`: bumped by each wake-up; the futex word
+        /// Waits until no waker touches this record any more: one may still be inside
+        /// `wake` when the task has already been resumed.
         void settle() const noexcept {
-            while (phase.load(std::memory_order_acquire) == 1) std::this_thread::yield();
+            while (wakers.load(std::memory_order_acquire) != 0) std::this_thread::yield();
         }
         /// A parked task on a loop whose frame is being destroyed: takes a wake-up that
         /// already reached the loop back out of it.
         void forget_wakeup() noexcept {
             settle();
-            if (phase.load(std::memory_order_acquire) == 2 && !blocks && loop) {
+            if (!blocks && loop) {
                 loop->collect_inbox();
                 loop->unqueue(*this);
             }
         }
     };
 
-    /// Completes `w` with `res`: on its own loop at once when the waker runs there, through
-    /// that loop's inbox otherwise, or by waking its blocked thread.
+    /// Wakes `w` with `res`: delivered on its own loop at once when the waker runs there,
+    /// through that loop's inbox otherwise, or by waking its blocked thread.
     static void wake(waiter& w, int res, detail::loop_core* from) noexcept {
+        w.wakers.fetch_add(1, std::memory_order_acq_rel);
         w.res = res;
         if (w.blocks) {
-            w.phase.store(1, std::memory_order_release);
-            futex(w.phase, FUTEX_WAKE_PRIVATE, 1);
-            w.phase.store(2, std::memory_order_release);
-            return;
-        }
-        w.phase.store(1, std::memory_order_relaxed);
-        if (from == w.loop)
-            w.loop->complete(w, res);  // the waker runs on the waiter's loop thread
-        else
+            w.signal.fetch_add(1, std::memory_order_release);
+            futex(w.signal, FUTEX_WAKE_PRIVATE, 1);
+        } else if (from == w.loop) {
+            w.deliver(*w.loop, w);  // the waker runs on the waiter's loop thread
+        } else {
             (void)w.loop->send_remote(w, from);  // false: the loop is torn down with the waiter
-        w.phase.store(2, std::memory_order_release);
+        }
+        w.wakers.fetch_sub(1, std::memory_order_release);
     }
 
-    /// A blocking waiter's wait, on its own thread.
-    static void block_until_woken(waiter& w) noexcept {
-        while (w.phase.load(std::memory_order_acquire) == 0) futex(w.phase, FUTEX_WAIT_PRIVATE, 0);
-        w.settle();
+    /// A blocking waiter's wait, on its own thread, until `signal` moves past `seen`.
+    static void block_until_woken(waiter& w, std::uint32_t seen) noexcept {
+        while (w.signal.load(std::memory_order_acquire) == seen) futex(w.signal, FUTEX_WAIT_PRIVATE, seen);
     }
 
     /// The futex call itself. (`std::atomic::wait` spins and calls `sched_yield` before it
@@ -166,10 +164,12 @@ public:
                 this->res = -ECANCELED;
                 return false;
             }
+            std::uint32_t seen = 0;
             {
                 std::lock_guard lock(ch.mutex_);
+                // Against the receiver's pop (see pop_and_refill): both sides read-modify-write
+                // waiting_senders_, so one of them sees the other's earlier write.
                 ch.waiting_senders_.fetch_add(1, std::memory_order_seq_cst);
-                std::atomic_thread_fence(std::memory_order_seq_cst);  // against the receiver's pop (see pop_and_refill)
                 if (ch.refuses_sends()) {
                     ch.waiting_senders_.fetch_sub(1, std::memory_order_relaxed);
                     this->res = detail::negative(errc::channel_closed);
@@ -183,12 +183,13 @@ public:
                 this->continuation = h;
                 this->loop = from_;
                 this->blocks = !from_ || from_->threaded();
+                seen = this->signal.load(std::memory_order_relaxed);
                 ch.link(*this);
                 parked_ = true;
             }
             if (env.token.stop_possible()) stop_.emplace(env.token, canceller<send_awaiter>{this});
             if (this->blocks) {
-                block_until_woken(*this);
+                block_until_woken(*this, seen);
                 return false;
             }
             return true;
@@ -224,9 +225,9 @@ public:
     /// The awaiter of `receive`.
     class [[nodiscard("receive does nothing until it is awaited")]] receive_awaiter : waiter {
     public:
-        explicit receive_awaiter(channel & ch) noexcept : ch_(&ch) {}
+        explicit receive_awaiter(channel & ch) noexcept : ch_(&ch) { this->deliver = &arrive; }
         /// Moves an awaiter that has not been awaited yet (`with_timeout` takes it by value).
-        receive_awaiter(receive_awaiter && o) noexcept : waiter(), ch_(o.ch_) {}
+        receive_awaiter(receive_awaiter && o) noexcept : waiter(), ch_(o.ch_) { this->deliver = &arrive; }
         receive_awaiter(const receive_awaiter&) = delete;
         receive_awaiter& operator=(const receive_awaiter&) = delete;
         /// A frame destroyed while the receiver waits (its loop torn down): the channel
@@ -234,8 +235,10 @@ public:
         ~receive_awaiter() {
             stop_.reset();
             if (!parked_) return;
+            dying_ = true;  // a wake-up that arrives now completes instead of parking again
             waiter* me = this;
-            if (!ch_->receiver_.compare_exchange_strong(me, nullptr, std::memory_order_acq_rel)) this->forget_wakeup();
+            if (!ch_->receiver_.compare_exchange_strong(me, nullptr, std::memory_order_acq_rel))
+                this->forget_wakeup();  // a sender took us out first: take its wake-up back
             ch_->close();
         }
 
@@ -260,24 +263,20 @@ public:
             this->continuation = h;
             this->loop = from_;
             this->blocks = !from_ || from_->threaded();
-            waiter* none = nullptr;
-            if (!ch.receiver_.compare_exchange_strong(none, this, std::memory_order_seq_cst)) {
-                this->res = -EBUSY;  // another task is receiving: one receiver at a time
+            std::uint32_t seen = this->signal.load(std::memory_order_relaxed);
+            if (int parked = park(); parked <= 0) {
+                this->res = parked;  // 0: a value (or the close) came first; -EBUSY: another receiver
                 return false;
-            }
-            std::atomic_thread_fence(std::memory_order_seq_cst);  // against a sender's publish (notify_receiver)
-            if (ch.head_ready() || ch.closed_.load(std::memory_order_seq_cst)) {
-                waiter* me = this;
-                if (ch.receiver_.compare_exchange_strong(me, nullptr, std::memory_order_acq_rel)) return false;
-                // A sender took us out first and is waking us: wait for that wake-up.
             }
             parked_ = true;
             if (env.token.stop_possible()) stop_.emplace(env.token, canceller<receive_awaiter>{this});
-            if (this->blocks) {
-                block_until_woken(*this);
-                return false;
+            if (!this->blocks) return true;
+            for (;;) {  // thread per task: this thread waits
+                block_until_woken(*this, seen);
+                if (!spurious()) return false;
+                seen = this->signal.load(std::memory_order_relaxed);
+                if (park() <= 0) return false;
             }
-            return true;
         }
 
         /// The oldest value; `channel_closed` once the channel is closed and empty;
@@ -297,6 +296,40 @@ public:
 
     private:
         friend class channel;
+
+        /// Installs this receiver in the channel, then looks again (against a sender that
+        /// published meanwhile, see notify_receiver): 1 parked (a waker will come), 0 not
+        /// parked (a value or the close is there), -EBUSY another receiver is parked.
+        int park() noexcept {
+            channel& ch = *ch_;
+            waiter* none = nullptr;
+            if (!ch.receiver_.compare_exchange_strong(none, this, std::memory_order_seq_cst)) return -EBUSY;
+            // The compare-and-swap above and a sender's read-modify-write of receiver_ are
+            // ordered: either the sender sees this receiver parked, or this sees its value.
+            if (ch.head_ready() || ch.closed_.load(std::memory_order_seq_cst)) {
+                waiter* me = this;
+                if (ch.receiver_.compare_exchange_strong(me, nullptr, std::memory_order_acq_rel)) return 0;
+                // A sender took us out first and is waking us: wait for that wake-up.
+            }
+            return 1;
+        }
+
+        /// A wake-up with nothing to take: a sender saw this receiver parked and the head
+        /// published, but the receiver it saw was an earlier park of this same awaiter,
+        /// which took that value and parked again since (the address is the same).
+        bool spurious() const noexcept {
+            return this->res == 0 && !ch_->head_ready() && !ch_->closed_.load(std::memory_order_acquire);
+        }
+
+        /// A wake-up reaching the receiver's loop: resumes it, unless it is spurious, in
+        /// which case the receiver parks again (it runs on the receiver's thread, before
+        /// any resumption, so the awaiting task never sees it).
+        static void arrive(detail::loop_core & core, detail::remote_item & item) noexcept {
+            auto& self = static_cast<receive_awaiter&>(static_cast<detail::remote_op&>(item));
+            if (!self.dying_ && self.spurious() && self.park() == 1) return;
+            core.complete(self, self.res);
+        }
+
         void cancel() noexcept {
             waiter* me = this;
             if (ch_->receiver_.compare_exchange_strong(me, nullptr, std::memory_order_acq_rel))
@@ -306,6 +339,7 @@ public:
         channel* ch_;
         detail::loop_core* from_ = nullptr;
         bool parked_ = false;
+        bool dying_ = false;
         std::optional<detail::stop_callback<canceller<receive_awaiter>>> stop_;
     };
 
@@ -366,7 +400,6 @@ public:
     /// already in it, then `channel_closed`. Idempotent.
     void close() noexcept {
         closed_.store(true, std::memory_order_seq_cst);
-        std::atomic_thread_fence(std::memory_order_seq_cst);
         if (waiter* r = receiver_.exchange(nullptr, std::memory_order_acq_rel)) wake(*r, 0, nullptr);
         std::lock_guard lock(mutex_);
         while (send_awaiter* w = first_) {
@@ -450,9 +483,10 @@ private:
         std::optional<T> v = try_pop();
         if (!v) return v;
         // Against a sender's increment-then-retry: either it sees the free slot, or this
-        // sees it waiting.
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (waiting_senders_.load(std::memory_order_relaxed) != 0) {
+        // sees it waiting. A read-modify-write, not a load: the two sides' operations on
+        // waiting_senders_ are then ordered (a fence would do on x86, but ThreadSanitizer
+        // does not model fences).
+        if (waiting_senders_.fetch_add(0, std::memory_order_seq_cst) != 0) {
             std::lock_guard lock(mutex_);
             while (send_awaiter* w = first_) {
                 if (!try_push(*w->value_)) break;
@@ -477,8 +511,9 @@ private:
     /// After a push: wakes the receiver if it sleeps and the head value is published (if
     /// not, the sender of the head value, still publishing, does it).
     void notify_receiver(detail::loop_core* from) noexcept {
-        std::atomic_thread_fence(std::memory_order_seq_cst);  // against the receiver's park (receive_awaiter)
-        waiter* r = receiver_.load(std::memory_order_seq_cst);
+        // A read-modify-write of receiver_ (adding 0), against the receiver's park: see
+        // receive_awaiter::await_suspend.
+        waiter* r = receiver_.fetch_add(0, std::memory_order_seq_cst);
         if (!r || !head_ready()) return;
         if (receiver_.compare_exchange_strong(r, nullptr, std::memory_order_acq_rel)) wake(*r, 0, from);
     }

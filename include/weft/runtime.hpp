@@ -199,19 +199,22 @@ public:
     /// accepted or received the connection) as a task there, for each connection. With
     /// `spread::reuse_port` every loop binds its own `SO_REUSEPORT` listener (so
     /// `local`'s port must be fixed, not 0); with `spread::hand_off` loop 0 accepts and
-    /// hands each connection to the least loaded loop. Returns once every listener is
-    /// bound, or the first bind error (then no listener stays open). `shutdown` closes
+    /// hands each connection to the least loaded loop. Port 0 picks a free port for the
+    /// first listener, which the others then share. Returns the bound address once every
+    /// listener is bound, or the first bind error (then no listener stays open). `shutdown` closes
     /// the listeners. `handler` is copied to every connection, so it must be copyable
     /// and cheap to copy (a lambda with a pointer or two). Call it from outside the
     /// runtime's threads (`EDEADLK` from one of them: it waits for the loops to bind).
     template <class Handler>
-    result<void> serve(const endpoint& local, Handler handler, spread how = spread::reuse_port,
-                       listen_options opts = {}) {
+    result<endpoint> serve(const endpoint& local, Handler handler, spread how = spread::reuse_port,
+                           listen_options opts = {}) {
         static_assert(std::is_invocable_r_v<task<void>, Handler&, tcp_stream<Backend>>,
                       "serve's handler must take a tcp_stream<Backend> and return task<void>");
         static_assert(std::is_copy_constructible_v<Handler>, "serve copies its handler to every connection");
         // It waits for the loops to bind: from one of them, it would wait for itself.
         if (current_slot()) return detail::errno_code(EDEADLK);
+        caller_guard in(*this);
+        if (stopping_.load(std::memory_order_seq_cst)) return errc::loop_stopped;
         const std::size_t listeners = how == spread::reuse_port ? size() : 1;
         if (how == spread::reuse_port) opts.reuse_port = true;
         // Bind on each loop's own thread (a listener belongs to the loop that opens it),
@@ -219,16 +222,19 @@ public:
         bind_state st;
         st.bound.resize(listeners);
         st.errors.resize(listeners);
+        endpoint where = local;
+        // One at a time: with port 0, the first listener's port is the one the others take.
         for (std::size_t i = 0; i < listeners; ++i) {
-            if (auto r = at(i).spawn_remote(bind_on(at(i), local, opts, st, i), {}, current_loop()); !r) {
+            if (auto r = at(i).spawn_remote(bind_on(at(i), where, opts, st, i), {}, current_loop()); !r) {
                 std::lock_guard lock(st.m);
                 st.errors[i] = r.error();
                 ++st.done;
             }
-        }
-        {
             std::unique_lock lock(st.m);
-            st.cv.wait(lock, [&] { return st.done == listeners; });
+            st.cv.wait(lock, [&] { return st.done == i + 1; });
+            if (st.errors[i]) break;
+            if (i == 0)
+                if (auto bound_at = st.bound[0]->local_endpoint()) where = *bound_at;
         }
         auto& bound = st.bound;
         auto& errors = st.errors;
@@ -245,9 +251,9 @@ public:
             tasks_.fetch_add(1, std::memory_order_relaxed);
             auto r = at(i).spawn_remote(counted(accept_loop(i, std::move(*bound[i]), handler, how), task_guard{this}),
                                         slots_[i]->drain.get_token(), current_loop());
-            if (!r) return r;
+            if (!r) return r.error();
         }
-        return {};
+        return where;
     }
 
     /// Waits until the runtime is done: every task started through it has ended, or
@@ -287,9 +293,12 @@ public:
     /// async-signal-safe (a SIGINT handler may call it); keeps `errno`.
     void stop() noexcept {
         const int saved = errno;
+        // The guard (two atomic operations: async-signal-safe) keeps each loop's object,
+        // and the eventfd its stop() writes, from being destroyed under this call.
+        caller_guard in(*this);
         stopping_.store(true, std::memory_order_seq_cst);
         for (auto& s : slots_)
-            if (loop_type* l = s->running.load(std::memory_order_acquire)) l->stop();
+            if (loop_type* l = s->running.load(std::memory_order_seq_cst)) l->stop();
         poke_supervisor();
         errno = saved;
     }
@@ -411,6 +420,8 @@ private:
     /// touch that loop's state).
     void request_on(std::size_t i, std::stop_source slot::*which) {
         slot& s = *slots_[i];
+        caller_guard in(*this);
+        if (stopping_.load(std::memory_order_seq_cst)) return;
         auto request = [](std::stop_source* src) -> task<void> {
             src->request_stop();
             co_return;
@@ -427,17 +438,23 @@ private:
         return at(i).spawn_remote(close_it(std::move(l)), {}, current_loop());
     }
 
-    /// The loop least loaded by live connections (for `spread::hand_off`).
-    std::size_t least_loaded() const noexcept {
+    /// The loop least loaded by live connections (for `spread::hand_off`); ties go round
+    /// robin, starting after the last choice. (Ties to the lowest index sent 82% of a
+    /// burst of short connections to loop 0, whose connections end sooner: no hand-off.)
+    /// Called by loop 0's accept loop only.
+    std::size_t least_loaded() noexcept {
+        const std::size_t n = slots_.size();
         std::size_t best = 0;
         std::uint64_t fewest = UINT64_MAX;
-        for (std::size_t i = 0; i < slots_.size(); ++i) {
-            const std::uint64_t n = slots_[i]->live.load(std::memory_order_relaxed);
-            if (n < fewest) {
-                fewest = n;
+        for (std::size_t k = 1; k <= n; ++k) {
+            const std::size_t i = (last_choice_ + k) % n;
+            const std::uint64_t live = slots_[i]->live.load(std::memory_order_relaxed);
+            if (live < fewest) {
+                fewest = live;
                 best = i;
             }
         }
+        last_choice_ = best;
         return best;
     }
 
@@ -587,8 +604,10 @@ private:
         // another loop, idle by then); then all destroy their backends.
         if (i == 0)
             for (std::size_t k = 0; k < abandon_; ++k) teardown_->arrive_and_drop();
+        // (seq_cst, like the callers_ check below and stop()'s: a stop() that finds the
+        // count back at 0 and then reads `running` sees it null.)
+        s.running.store(nullptr, std::memory_order_seq_cst);
         teardown_->arrive_and_wait();
-        s.running.store(nullptr, std::memory_order_release);
         {
             std::unique_lock lock(turn_mutex_);
             turn_cv_.wait(lock, [&] { return turn_ == i; });
@@ -600,7 +619,7 @@ private:
         }
         turn_cv_.notify_all();
         teardown_->arrive_and_wait();
-        while (callers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+        while (callers_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
         s.loop.reset();
     }
 
@@ -637,7 +656,9 @@ private:
     bool cancelled_ = false;              ///< run()'s thread only
     clock::time_point drain_deadline_{};  ///< written by shutdown() before draining_ is set
     std::atomic<std::size_t> tasks_{0};
-    std::atomic<int> callers_{0};  ///< spawn_on calls in progress (see caller_guard)
+    std::atomic<int> callers_{0};
+    std::size_t last_choice_ =
+        0;  ///< least_loaded()'s last pick (loop 0's thread only)  ///< spawn_on calls in progress (see caller_guard)
     int supervisor_fd_ = -1;
 };
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Drives examples/upper_echo_server with plain Python sockets, as IO-model tutorials do.
 
-usage: upper_echo_check.py SERVER_BINARY BACKEND [CLIENTS]
+usage: upper_echo_check.py SERVER_BINARY BACKEND [CLIENTS [SERVER_ARGS...]]
 
 Starts the server on a free loopback port, then checks: b"Hello" -> b"HELLO";
 CLIENTS concurrent clients (default 200) each get their own upper-cased reply;
 a client that resets mid-stream, one that half-closes, and one that sends binary
 garbage do not disturb the server, which still answers afterwards; SIGTERM stops it
-cleanly. Exits non-zero with a message on the first failure. Talks to 127.0.0.1 only.
+cleanly. SERVER_ARGS (e.g. --threads 2 --spread hand_off) are passed to the server;
+with --threads N the check also asks the server's loops to have served the clients
+between them (its listening line names the loop count). Exits non-zero with a message
+on the first failure. Talks to 127.0.0.1 only.
 """
 import os
 import re
@@ -42,7 +45,8 @@ def roundtrip(port: int, payload: bytes) -> bytes:
 def main() -> int:
     binary, backend = sys.argv[1], sys.argv[2]
     clients = int(sys.argv[3]) if len(sys.argv) > 3 else 200
-    server = subprocess.Popen([binary, "--port", "0", "--backend", backend],
+    extra = sys.argv[4:]
+    server = subprocess.Popen([binary, "--port", "0", "--backend", backend] + extra,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
@@ -55,6 +59,11 @@ def main() -> int:
             print(f"FAIL: server did not print its address: {line!r} {server.stderr.read()}")
             return 1
         port = int(m.group(1))
+        if "--threads" in extra:
+            loops = extra[extra.index("--threads") + 1]
+            if f"{loops} loops" not in line:
+                print(f"FAIL: the server does not say it runs {loops} loops: {line!r}")
+                return 1
 
         # The tutorial client, unchanged: send b"Hello", expect b"HELLO".
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
@@ -110,7 +119,7 @@ def main() -> int:
         if rc != 0:
             print(f"FAIL: server exited with {rc} on SIGTERM: {server.stderr.read()}")
             return 1
-        print(f"ok: {backend}: Hello->HELLO, {clients} concurrent clients, reset, half-close, garbage, SIGTERM")
+        print(f"ok: {backend} {' '.join(extra)}: Hello->HELLO, {clients} concurrent clients, reset, half-close, garbage, SIGTERM")
         return 0
     finally:
         if server.poll() is None:
