@@ -457,6 +457,10 @@ TEMPLATE_TEST_CASE("runtime: a connection moved to another loop keeps its bytes 
                                 got.insert(got.end(), buf.begin(), buf.begin() + static_cast<long>(*n));
                             }
                             read_on_before = std::this_thread::get_id();
+                            // The listener belongs to loop 0: closed here, not by the frame's end on loop 1 (a
+                            // socket is used only from its own loop's thread; TSan caught this test's first
+                            // version closing it from loop 1 while loop 0 watched it).
+                            (void)listener->close();
                             auto moved = co_await rt.move_to(s, 1);
                             if (!moved) {
                                 moved_error = moved.error();

@@ -323,11 +323,25 @@ struct remote_op : op_base, remote_item {
     static void arrive(loop_core& core, remote_item& item) noexcept;
 };
 
+/// A hand-over to another loop that waits until the current resumption has returned
+/// (`loop_core::send_later`): a task moving away (`switch_to`) or going home at its end
+/// must be fully suspended before the other loop can resume it, and while it is still
+/// being resumed here, the code that resumed it (an awaiter starting a child inline)
+/// may still be writing its frame.
+struct deferred_send {
+    remote_item* item = nullptr;    ///< what to send
+    loop_core* to = nullptr;        ///< where
+    deferred_send* next = nullptr;  ///< links of the running loop's list
+    /// Called on the sending loop's thread if `to` refuses (it is torn down); null: nothing to do.
+    void (*refused)(deferred_send&, loop_core& here) noexcept = nullptr;
+    void* owner = nullptr;  ///< for `refused`
+};
+
 /// The way back of a task that moved to another loop (`switch_to`): when it ends, its
 /// awaiter is resumed on `home` through this record.
 struct homeward : remote_op {
-    loop_core* home = nullptr;     ///< the loop the task started on
-    homeward* next_hop = nullptr;  ///< links of the running loop's list of hand-overs to send
+    loop_core* home = nullptr;  ///< the loop the task started on
+    deferred_send send;         ///< this record's hand-over to `home`
 };
 
 /// An operation a worker thread runs for a readiness loop (blocking file IO, which
@@ -571,11 +585,19 @@ public:
         }
     }
 
-    /// Sends `h` to its home loop once the current resumption has returned, when the frame
-    /// that owns it is fully suspended (see `task_promise_base::go_home`). Loop thread.
-    void send_home_later(homeward& h) noexcept {
-        h.next_hop = hops_;
-        hops_ = &h;
+    /// Sends `d` once the current resumption has returned, when the frame that owns it is
+    /// fully suspended (see `deferred_send`). Loop thread.
+    void send_later(deferred_send& d) noexcept {
+        d.next = hops_;
+        hops_ = &d;
+    }
+    /// Takes `d` back out of the list of `send_later` (its frame is being destroyed first).
+    void cancel_send_later(deferred_send& d) noexcept {
+        for (deferred_send** p = &hops_; *p; p = &(*p)->next)
+            if (*p == &d) {
+                *p = d.next;
+                return;
+            }
     }
 
     /// True once the loop has closed its inbox (it is being torn down); safe from any thread.
@@ -704,11 +726,17 @@ protected:
         return n;
     }
 
-    /// Hands every task that ended away from home back to its home loop.
+    /// Sends what `send_later` kept, if anything.
+    void send_deferred() noexcept {
+        if (hops_) [[unlikely]]
+            send_hops();
+    }
+
+    /// Sends what `send_later` kept (tasks moving away, tasks going home).
     void send_hops() noexcept {
-        while (homeward* h = hops_) {
-            hops_ = h->next_hop;
-            (void)h->home->send_remote(*h, this);  // false: home is torn down, and destroys the awaiter
+        while (deferred_send* d = hops_) {
+            hops_ = d->next;
+            if (!d->to->send_remote(*d->item, this) && d->refused) d->refused(*d, *this);
         }
     }
 
@@ -749,7 +777,7 @@ private:
     std::vector<std::function<void()>> posted_;
     std::atomic<bool> wake_pending_{false};
     const void* loop_type_ = nullptr;
-    homeward* hops_ = nullptr;  ///< tasks that ended here, to resume their awaiters at home
+    deferred_send* hops_ = nullptr;  ///< hand-overs to send once the current resumption returns
     static constexpr std::uint32_t inbox_closed = 0x8000'0000u;
     std::atomic<remote_item*> inbox_{nullptr};   ///< pushed by any thread, taken whole by the loop
     std::atomic<std::uint32_t> inbox_users_{0};  ///< senders inside send_remote, | inbox_closed

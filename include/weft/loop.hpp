@@ -97,8 +97,10 @@ inline spawned_frame run_spawned_linked(task<void> t, std::stop_token token) {
 
 /// An event loop over the IO model `Backend` (e.g. `loop<backend::epoll_et>`).
 ///
-/// One loop, one thread: create, run and use a loop on one thread; only `post()` and
-/// `stop()` may be called from elsewhere (both wake a sleeping loop). Tasks are resumed
+/// One loop, one thread: create, run and use a loop on one thread; only `post()`,
+/// `stop()` and `spawn_remote()` may be called from elsewhere (each wakes a sleeping
+/// loop), and another thread's task may `switch_to` it. Several loops on several threads
+/// (thread per core) are a `weft::runtime`. Tasks are resumed
 /// only by the run step, after the backend's event scan. Destroying a loop destroys the
 /// frames of tasks still suspended in it without resuming them.
 template <class Backend>
@@ -316,6 +318,7 @@ private:
     }
 
     std::size_t step(clock::duration limit = clock::duration::max()) {
+        send_deferred();  // a switch_to made by run(task)'s first resumption
         update_now();
         clock::duration timeout = wait_budget();
         backend_.wait(timeout < limit ? timeout : limit);
@@ -337,9 +340,14 @@ public:
     switch_awaiter(const switch_awaiter&) = delete;
     switch_awaiter& operator=(const switch_awaiter&) = delete;
     /// A frame destroyed while the move is in flight (its loops torn down) takes the
-    /// move's record out of the target loop, where it may sit in the inbox or the ready queue.
+    /// move's record back: from the list of hand-overs not sent yet, from the target's
+    /// inbox or ready queue, or from this loop's ready queue if the target refused it.
     ~switch_awaiter() {
-        if (sent_ && !resumed_) {
+        if (!sent_ || resumed_) return;
+        here_->cancel_send_later(send_);
+        if (refused_) {
+            here_->unqueue(op_);
+        } else {
             target_->collect_inbox();
             target_->unqueue(op_);
         }
@@ -350,42 +358,60 @@ public:
 
     /// Hands the task to the target loop; continues at once when it is already there,
     /// when the loop runs a thread per task (`backend::blocking`: each task has its own
-    /// thread already, and keeps it), or when the target has stopped for good.
+    /// thread already, and keeps it), or outside any loop (`errc::no_loop`).
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) {
         static_assert(
             requires(P & p) { p.moved_to(target_); }, "switch_to needs a weft::task");
         auto& p = h.promise();
-        detail::loop_core* here = p.env.loop;
-        if (here == target_ || target_->threaded() || (here && here->threaded())) return false;
-        const detail::task_env saved = p.env;
+        here_ = p.env.loop;
+        if (!here_) {
+            error_ = make_error_code(errc::no_loop);
+            return false;
+        }
+        if (here_ == target_ || target_->threaded() || here_->threaded()) return false;
+        saved_ = p.env;
+        env_ = &p.env;
         p.moved_to(target_);  // may throw bad_alloc: nothing has been sent yet
         op_.continuation = h;
         op_.res = 0;
+        // Sent once this resumption has returned (see detail::deferred_send): until then
+        // the code that resumed this task may still be using its frame.
+        send_ = {&op_, target_, nullptr, &refused, this};
+        here_->send_later(send_);
         sent_ = true;
-        // After a successful send the target may resume the task (and run it to its end)
-        // before this returns: nothing below touches the frame.
-        if (target_->send_remote(op_, here)) return true;
-        sent_ = false;
-        p.env = saved;
-        failed_ = true;
-        return false;
+        return true;
     }
 
     /// Success: the task now runs on the target loop's thread. `errc::loop_stopped`: the
-    /// target is torn down, and the task goes on where it was.
+    /// target is torn down, and the task goes on where it was. `errc::no_loop`: not
+    /// awaited from a task on a loop.
     result<void> await_resume() noexcept {
         resumed_ = true;
-        if (failed_) return errc::loop_stopped;
+        if (error_) return error_;
         return {};
     }
 
 private:
+    /// The target refused the hand-over: the task resumes here, where it was.
+    static void refused(detail::deferred_send & d, detail::loop_core & here) noexcept {
+        auto& self = *static_cast<switch_awaiter*>(d.owner);
+        *self.env_ = self.saved_;
+        self.error_ = make_error_code(errc::loop_stopped);
+        self.refused_ = true;
+        here.complete(self.op_, 0);
+    }
+
     detail::loop_core* target_;
+    detail::loop_core* here_ = nullptr;
     detail::remote_op op_;
+    detail::deferred_send send_;
+    detail::task_env saved_;
+    detail::task_env* env_ = nullptr;
+    std::error_code error_;
     bool sent_ = false;
     bool resumed_ = false;
-    bool failed_ = false;
+    bool refused_ = false;
 };
 
 /// Moves the awaiting task to `target`'s thread: `co_await weft::switch_to(other)`. From

@@ -529,6 +529,10 @@ private:
         template <class P>
         bool await_suspend(std::coroutine_handle<P> h) {
             origin_ = static_cast<loop_type*>(h.promise().env.loop);
+            if (!origin_) {
+                error_ = make_error_code(errc::no_loop);
+                return false;
+            }
             auto fd = stream_->release();
             if (!fd) {
                 error_ = fd.error();

@@ -331,13 +331,15 @@ public:
 private:
     /// Final suspension of a task that moved: its awaiter is resumed on the home loop.
     /// The hand-over is left to the loop running this task, once this resumption has
-    /// returned (`loop_core::send_home_later`): sent from here, the home loop could resume
-    /// the awaiter, and destroy this frame, while this thread is still suspending it.
+    /// returned (`loop_core::send_later`): sent from here, the home loop could resume the
+    /// awaiter, and destroy this frame, while this thread is still suspending it. (If
+    /// home refuses it, home is torn down, and its teardown destroys the awaiter.)
     std::coroutine_handle<> go_home() noexcept {
         if (env.loop == away_->home || !continuation_) return continuation_ ? continuation_ : std::noop_coroutine();
         away_->continuation = continuation_;
         away_->res = 0;
-        env.loop->send_home_later(*away_);
+        away_->send = {away_, away_->home, nullptr, nullptr, nullptr};
+        env.loop->send_later(away_->send);
         return std::noop_coroutine();
     }
 
