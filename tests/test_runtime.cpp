@@ -184,7 +184,7 @@ TEMPLATE_TEST_CASE("channel: a cancelled receive and a cancelled send take nothi
                             send_timeout = s ? std::error_code{} : s.error();
                             kept = third && *third == 3;
                             // The receive that moves to another loop still gets both, in order, and no third.
-                            co_await weft::switch_to(rt.at(1));
+                            (void)co_await weft::switch_to(rt.at(1));
                             for (int i = 0; i < 2; ++i) {
                                 auto v = co_await ch.receive();
                                 if (v && *v) got.push_back(**v);
@@ -221,7 +221,7 @@ TEMPLATE_TEST_CASE("channel: close wakes the receiver and the waiting senders; w
                             }
                         })));
     REQUIRE(rt.spawn_on(0, call([&]() -> weft::task<void> {
-                            co_await weft::sleep_for(50ms);  // the sender is parked on a full channel by now
+                            (void)co_await weft::sleep_for(50ms);  // the sender is parked on a full channel by now
                             ch.close();
                             for (;;) {
                                 auto v = co_await ch.receive();
@@ -362,8 +362,9 @@ TEMPLATE_TEST_CASE(
         std::atomic<bool> go{true};
         std::thread spawner([&] {
             for (int i = 0; go.load(); ++i) {
-                auto r = rt.spawn_on(static_cast<std::size_t>(i) % 2,
-                                     [](alive) -> weft::task<void> { co_await weft::sleep_for(1ms); }(alive(frames)));
+                auto r = rt.spawn_on(static_cast<std::size_t>(i) % 2, [](alive) -> weft::task<void> {
+                    (void)co_await weft::sleep_for(1ms);
+                }(alive(frames)));
                 (r ? accepted : refused).fetch_add(1);
                 if (!r) break;
             }
@@ -396,7 +397,7 @@ TEMPLATE_TEST_CASE("runtime: switch_to moves a task, and its awaiter resumes on 
                                 auto r = co_await weft::switch_to(rt.at(1));
                                 if (!r) co_return -1;
                                 child_there = std::this_thread::get_id();
-                                co_await weft::sleep_for(1ms);  // a timer on the new loop
+                                (void)co_await weft::sleep_for(1ms);  // a timer on the new loop
                                 co_return 42;
                             };
                             child_result = co_await child();
@@ -444,7 +445,7 @@ TEMPLATE_TEST_CASE("runtime: a connection moved to another loop keeps its bytes 
                             // read waits; the release comes 20 ms later, when on blocking the read's thread
                             // is inside recv).
                             co_await weft::when_any(s.read_some(buf), [&]() -> weft::task<void> {
-                                co_await weft::sleep_for(20ms);
+                                (void)co_await weft::sleep_for(20ms);
                                 auto r = s.release();
                                 busy = r ? std::error_code{} : r.error();
                                 if (r) ::close(*r);

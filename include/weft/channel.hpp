@@ -123,6 +123,7 @@ public:
     /// The awaiter of `send`.
     class [[nodiscard("send does nothing until it is awaited")]] send_awaiter : waiter {
     public:
+        /// An awaiter that sends `value` (by reference: moved from only on success) on `ch`.
         send_awaiter(channel & ch, T & value) noexcept : ch_(&ch), value_(&value) {}
         /// Moves an awaiter that has not been awaited yet (`with_timeout` takes it by value).
         send_awaiter(send_awaiter && o) noexcept : waiter(), ch_(o.ch_), value_(o.value_) {}
@@ -225,6 +226,7 @@ public:
     /// The awaiter of `receive`.
     class [[nodiscard("receive does nothing until it is awaited")]] receive_awaiter : waiter {
     public:
+        /// An awaiter that receives from `ch`.
         explicit receive_awaiter(channel & ch) noexcept : ch_(&ch) { this->deliver = &arrive; }
         /// Moves an awaiter that has not been awaited yet (`with_timeout` takes it by value).
         receive_awaiter(receive_awaiter && o) noexcept : waiter(), ch_(o.ch_) { this->deliver = &arrive; }

@@ -130,9 +130,6 @@ public:
     /// Nothing to register: a blocking socket needs no watcher.
     int attach(int) noexcept { return 0; }
 
-    /// Before `close(fd)`: every call blocked on `fd` in another thread is interrupted
-    /// and completes with `operation_canceled`; returns once none is left in the kernel,
-    /// so the fd number cannot be reused under a blocked call.
     /// True while a thread is blocked in a call on `fd` (a socket with one cannot move
     /// to another loop: `basic_socket::release`).
     bool busy(int fd) const noexcept {
@@ -143,6 +140,9 @@ public:
         return false;
     }
 
+    /// Before `close(fd)`: every call blocked on `fd` in another thread is interrupted
+    /// and completes with `operation_canceled`; returns once none is left in the kernel,
+    /// so the fd number cannot be reused under a blocked call.
     void detach(int fd) noexcept {
         std::lock_guard lk(calls_mutex_);
         if (fd < 0 || static_cast<std::size_t>(fd) >= calls_.size()) return;

@@ -125,8 +125,6 @@ public:
         return 0;
     }
 
-    /// Before `close(fd)`: completes the fd's parked operations with `-ECANCELED` and
-    /// stops watching it, so no stale event reaches a later socket with the same number.
     /// True when an operation is parked on `fd` (a socket with one cannot move to
     /// another loop: `basic_socket::release`).
     bool busy(int fd) const noexcept {
@@ -134,6 +132,8 @@ public:
         return s && (s->waiter[0] || s->waiter[1]);
     }
 
+    /// Before `close(fd)`: completes the fd's parked operations with `-ECANCELED` and
+    /// stops watching it, so no stale event reaches a later socket with the same number.
     void detach(int fd) noexcept {
         slot* found = slots_.find(fd);
         if (!found) return;

@@ -289,13 +289,6 @@ public:
         return 0;
     }
 
-    /// Before `close(fd)`: cancels every operation in flight on `fd` and submits at once,
-    /// so the kernel lets go of the file before it is closed (the peer then sees the FIN).
-    /// Operations waiting in backend state (for a provided buffer, on a multishot)
-    /// complete with `-ECANCELED` now; those in the kernel complete with `-ECANCELED` (or
-    /// their real result) when their CQE arrives. The fd's generation moves on, so such a
-    /// late completion is never resubmitted: after `close(2)` the number belongs to the
-    /// next socket (DESIGN invariant 10), which starts with no busy bits.
     /// True when `fd` has an operation in flight, a receive waiting for a provided
     /// buffer, or a multishot (armed or holding received data): a socket in any of these
     /// states cannot move to another loop (`basic_socket::release`), since the kernel or
@@ -308,6 +301,13 @@ public:
         return false;
     }
 
+    /// Before `close(fd)`: cancels every operation in flight on `fd` and submits at once,
+    /// so the kernel lets go of the file before it is closed (the peer then sees the FIN).
+    /// Operations waiting in backend state (for a provided buffer, on a multishot)
+    /// complete with `-ECANCELED` now; those in the kernel complete with `-ECANCELED` (or
+    /// their real result) when their CQE arrives. The fd's generation moves on, so such a
+    /// late completion is never resubmitted: after `close(2)` the number belongs to the
+    /// next socket (DESIGN invariant 10), which starts with no busy bits.
     void detach(int fd) noexcept {
         fd_slot* slot = find_slot(fd);
         if (!slot) return;  // nothing was ever submitted on it
