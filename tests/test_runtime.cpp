@@ -635,3 +635,35 @@ TEMPLATE_TEST_CASE("runtime: stop from a signal handler ends run(), destroying w
     CHECK(in_time);
     CHECK(frames.load() == 0);
 }
+
+TEMPLATE_TEST_CASE("runtime: stop destroys a task that moved to another loop and waits there on that loop's socket",
+                   "[runtime]", WEFT_TEST_BACKENDS) {
+    using B = TestType;
+    WEFT_REQUIRE_BACKEND(B);
+    // The task belongs to loop 0 (spawned there) but waits in loop 1's backend: at the
+    // teardown, loop 0 destroys it while loop 1 holds its operation. On io_uring that
+    // operation is in loop 1's ring, which only loop 1's thread may enter: every loop
+    // settles what it has in the kernel before any task is destroyed.
+    std::atomic<long> frames{0};
+    std::atomic<int> waiting{0};
+    {
+        weft::runtime<B> rt({.threads = 2});
+        for (int k = 0; k < 2; ++k)
+            REQUIRE(rt.spawn_on(0, [](weft::runtime<B>& rt, std::atomic<int>& waiting, alive) -> weft::task<void> {
+                if (!co_await weft::switch_to(rt.at(1))) co_return;
+                auto listener = weft::tcp_listener<B>::bind(rt.at(1), weft::endpoint::loopback_v4(0));
+                if (!listener) co_return;
+                waiting.fetch_add(1);
+                (void)co_await listener->accept();  // nobody connects
+            }(rt, waiting, alive(frames))));
+        while (waiting.load() < 2) std::this_thread::sleep_for(1ms);
+        std::thread stopper([&] {
+            std::this_thread::sleep_for(20ms);
+            rt.stop();
+        });
+        const bool in_time = run_within(rt, 10000ms);
+        stopper.join();
+        CHECK(in_time);
+    }
+    CHECK(frames.load() == 0);
+}

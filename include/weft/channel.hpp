@@ -239,8 +239,12 @@ public:
             if (!parked_) return;
             dying_ = true;  // a wake-up that arrives now completes instead of parking again
             waiter* me = this;
-            if (!ch_->receiver_.compare_exchange_strong(me, nullptr, std::memory_order_acq_rel))
-                this->forget_wakeup();  // a sender took us out first: take its wake-up back
+            if (!ch_->receiver_.compare_exchange_strong(me, nullptr, std::memory_order_acq_rel)) {
+                // A waker took us out first: wait until it is done with this record (it
+                // counted itself in before it took us), then take its wake-up back.
+                ch_->settle_receiver_wakers();
+                this->forget_wakeup();
+            }
             ch_->close();
         }
 
@@ -253,7 +257,8 @@ public:
             const detail::task_env env = detail::env_of(h);
             from_ = env.loop;
             channel& ch = *ch_;
-            if (!ch.receiver_gone_.load(std::memory_order_relaxed) && from_) {  // the first receive
+            if (from_ && !ch.receiver_bound_.load(std::memory_order_relaxed) &&
+                !ch.receiver_bound_.exchange(true, std::memory_order_acq_rel)) {  // the first receive
                 ch.receiver_gone_owner_ = from_->teardown_flag();
                 ch.receiver_gone_.store(ch.receiver_gone_owner_.get(), std::memory_order_release);
             }
@@ -276,6 +281,10 @@ public:
             for (;;) {  // thread per task: this thread waits
                 block_until_woken(*this, seen);
                 if (!spurious()) return false;
+                if (cancel_wanted_.load(std::memory_order_acquire)) {
+                    this->res = -ECANCELED;
+                    return false;
+                }
                 seen = this->signal.load(std::memory_order_relaxed);
                 if (park() <= 0) return false;
             }
@@ -285,7 +294,7 @@ public:
         /// `operation_canceled`; `EBUSY` if another task was already receiving.
         result<T> await_resume() noexcept {
             stop_.reset();
-            if (parked_) this->settle();
+            if (parked_) ch_->settle_receiver_wakers();
             parked_ = false;
             if (this->res < 0) {
                 // Cancelled by its loop's teardown (backend::blocking cancels its task
@@ -328,20 +337,32 @@ public:
         /// any resumption, so the awaiting task never sees it).
         static void arrive(detail::loop_core & core, detail::remote_item & item) noexcept {
             auto& self = static_cast<receive_awaiter&>(static_cast<detail::remote_op&>(item));
-            if (!self.dying_ && self.spurious() && self.park() == 1) return;
+            if (self.spurious()) {
+                // A stop requested while the spurious wake-up was on its way found this
+                // receiver taken and left it to the wake-up: honour it here.
+                if (self.cancel_wanted_.load(std::memory_order_acquire))
+                    self.res = -ECANCELED;
+                else if (!self.dying_ && self.park() == 1)
+                    return;
+            }
             core.complete(self, self.res);
         }
 
         void cancel() noexcept {
+            cancel_wanted_.store(true, std::memory_order_release);
+            ch_->receiver_wakers_.fetch_add(1, std::memory_order_seq_cst);
             waiter* me = this;
             if (ch_->receiver_.compare_exchange_strong(me, nullptr, std::memory_order_acq_rel))
                 wake(*this, -ECANCELED, nullptr);
-            // else a sender is waking us: that wake-up stands (the value stays queued)
+            // else a sender is waking us: that wake-up stands (the value stays queued), or,
+            // if it turns out spurious, completes the receive cancelled (arrive).
+            ch_->receiver_wakers_.fetch_sub(1, std::memory_order_release);
         }
         channel* ch_;
         detail::loop_core* from_ = nullptr;
         bool parked_ = false;
         bool dying_ = false;
+        std::atomic<bool> cancel_wanted_{false};  ///< set by the stop callback (any thread)
         std::optional<detail::stop_callback<canceller<receive_awaiter>>> stop_;
     };
 
@@ -402,7 +423,9 @@ public:
     /// already in it, then `channel_closed`. Idempotent.
     void close() noexcept {
         closed_.store(true, std::memory_order_seq_cst);
+        receiver_wakers_.fetch_add(1, std::memory_order_seq_cst);
         if (waiter* r = receiver_.exchange(nullptr, std::memory_order_acq_rel)) wake(*r, 0, nullptr);
+        receiver_wakers_.fetch_sub(1, std::memory_order_release);
         std::lock_guard lock(mutex_);
         while (send_awaiter* w = first_) {
             unlink(*w);
@@ -510,6 +533,11 @@ private:
         }
     }
 
+    /// Waits until no thread is inside a wake-up of the receiver (see receiver_wakers_).
+    void settle_receiver_wakers() const noexcept {
+        while (receiver_wakers_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    }
+
     /// After a push: wakes the receiver if it sleeps and the head value is published (if
     /// not, the sender of the head value, still publishing, does it).
     void notify_receiver(detail::loop_core* from) noexcept {
@@ -517,7 +545,9 @@ private:
         // receive_awaiter::await_suspend.
         waiter* r = receiver_.fetch_add(0, std::memory_order_seq_cst);
         if (!r || !head_ready()) return;
+        receiver_wakers_.fetch_add(1, std::memory_order_seq_cst);
         if (receiver_.compare_exchange_strong(r, nullptr, std::memory_order_acq_rel)) wake(*r, 0, from);
+        receiver_wakers_.fetch_sub(1, std::memory_order_release);
     }
 
     void link(send_awaiter& w) noexcept {
@@ -553,6 +583,11 @@ private:
     /// once, by the receiver, before any sender reads it.
     std::shared_ptr<const std::atomic<bool>> receiver_gone_owner_;
     std::atomic<const std::atomic<bool>*> receiver_gone_{nullptr};
+    std::atomic<bool> receiver_bound_{false};  ///< claimed by the first receive that sets receiver_gone_
+    /// Threads between taking the parked receiver out of receiver_ and finishing its
+    /// wake-up (counted in before they try): a receiver destroyed after losing that race
+    /// waits for them, since they still write its record.
+    std::atomic<std::uint32_t> receiver_wakers_{0};
     std::atomic<bool> closed_{false};
     alignas(64) std::atomic<std::size_t> waiting_senders_{0};  ///< senders parked (or about to): read on every receive
     std::mutex mutex_;  ///< guards the list of parked senders: taken only when the channel is full

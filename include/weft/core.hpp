@@ -342,6 +342,10 @@ struct deferred_send {
 struct homeward : remote_op {
     loop_core* home = nullptr;  ///< the loop the task started on
     deferred_send send;         ///< this record's hand-over to `home`
+    bool sent = false;          ///< handed to home's inbox (or about to be)
+    bool delivered = false;     ///< home took it out of its inbox
+    homeward() noexcept { deliver = &arrive_home; }
+    static void arrive_home(loop_core& core, remote_item& item) noexcept;
 };
 
 /// An operation a worker thread runs for a readiness loop (blocking file IO, which
@@ -817,6 +821,12 @@ inline bool worker_pool::cancel(pool_job& job) noexcept {
 inline void remote_op::arrive(loop_core& core, remote_item& item) noexcept {
     auto& op = static_cast<remote_op&>(item);
     core.complete(op, op.res);
+}
+
+inline void homeward::arrive_home(loop_core& core, remote_item& item) noexcept {
+    auto& h = static_cast<homeward&>(static_cast<remote_op&>(item));
+    h.delivered = true;
+    core.complete(h, h.res);
 }
 
 inline void worker_pool::deliver() noexcept {

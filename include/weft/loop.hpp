@@ -248,6 +248,14 @@ public:
         return {};
     }
 
+    /// Loop thread, with the loop stopped: cancels what the backend has in the kernel
+    /// and waits for it (io_uring; the other backends have nothing there), so the
+    /// operations settle into the ready queue. A runtime calls it on every loop before it
+    /// destroys any task (see `destroy_tasks`).
+    void quiesce() noexcept {
+        if constexpr (requires(Backend & b) { b.quiesce(); }) backend_.quiesce();
+    }
+
     /// Makes `run()` return (and `run(task)` throw) at the next iteration. Thread-safe
     /// and async-signal-safe, so a SIGINT handler may call it; it leaves `errno` as it
     /// found it (a backend's wake-up may fail, e.g. sigio's with a full signal queue).

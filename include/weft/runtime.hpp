@@ -168,7 +168,7 @@ public:
         return s->index;
     }
 
-    /// Starts `t` on loop `i` from any thread (also a signal-free plain thread): it
+    /// Starts `t` on loop `i` from any thread (not from a signal handler): it
     /// starts in that loop's next iteration, with that loop's stop token (which
     /// `shutdown` requests at its deadline). `run()` waits for it.
     /// `errc::loop_stopped` (and `t` destroyed unstarted) once the runtime is stopping.
@@ -225,11 +225,8 @@ public:
         endpoint where = local;
         // One at a time: with port 0, the first listener's port is the one the others take.
         for (std::size_t i = 0; i < listeners; ++i) {
-            if (auto r = at(i).spawn_remote(bind_on(at(i), where, opts, st, i), {}, current_loop()); !r) {
-                std::lock_guard lock(st.m);
-                st.errors[i] = r.error();
-                ++st.done;
-            }
+            // (A refused hand-over destroys the task, whose bind_report counts it done.)
+            (void)at(i).spawn_remote(bind_on(at(i), where, opts, st, i, bind_report(&st, i)), {}, current_loop());
             std::unique_lock lock(st.m);
             st.cv.wait(lock, [&] { return st.done == i + 1; });
             if (st.errors[i]) break;
@@ -365,16 +362,31 @@ private:
         std::size_t done = 0;
     };
     /// Binds listener `i` on its own loop's thread (a listener belongs to the loop that opens it).
-    static task<void> bind_on(loop_type& l, endpoint local, listen_options opts, bind_state& st, std::size_t i) {
+    /// Reports bind `i` done when `bind_on`'s frame goes, also when the loop is torn down
+    /// before the task ran (`serve` would wait for it forever, holding off the teardown).
+    struct bind_report {
+        bind_state* st;
+        std::size_t i;
+        bind_report(bind_state* s, std::size_t k) noexcept : st(s), i(k) {}
+        bind_report(bind_report&& o) noexcept : st(std::exchange(o.st, nullptr)), i(o.i) {}
+        ~bind_report() {
+            if (!st) return;
+            std::lock_guard lock(st->m);
+            if (!st->bound[i] && !st->errors[i]) st->errors[i] = make_error_code(errc::loop_stopped);
+            ++st->done;
+            st->cv.notify_all();
+        }
+    };
+    /// Binds listener `i` on its own loop's thread (a listener belongs to the loop that opens it).
+    static task<void> bind_on(loop_type& l, endpoint local, listen_options opts, bind_state& st, std::size_t i,
+                              bind_report) {
         auto bound = tcp_listener<Backend>::bind(l, local, opts);
         std::lock_guard lock(st.m);
         if (bound)
             st.bound[i].emplace(std::move(*bound));
         else
             st.errors[i] = bound.error();
-        ++st.done;
-        st.cv.notify_all();
-        co_return;
+        co_return;  // (done is counted by the bind_report, as the frame goes)
     }
 
     /// Counts a call from outside the loops into `callers_` for its duration: the
@@ -603,14 +615,18 @@ private:
                 std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
         // Teardown. A task may have moved to another loop, so no loop's backend may go
-        // while another loop's tasks still exist: all loops stop first; then, one at a
-        // time, each destroys its tasks (a destroyed task may take its operations out of
-        // another loop, idle by then); then all destroy their backends.
+        // while another loop's tasks still exist: all loops stop and settle what they
+        // have in the kernel first; then, one at a time, each destroys its tasks (a
+        // destroyed task may take its operations out of another loop, idle by then); then
+        // all destroy their backends.
         if (i == 0)
             for (std::size_t k = 0; k < abandon_; ++k) teardown_->arrive_and_drop();
         // (seq_cst, like the callers_ check below and stop()'s: a stop() that finds the
         // count back at 0 and then reads `running` sees it null.)
         s.running.store(nullptr, std::memory_order_seq_cst);
+        // Each loop settles what its backend has in the kernel, on its own thread: a task
+        // destroyed below on another loop's thread must not enter this loop's ring.
+        if (s.loop) s.loop->quiesce();
         teardown_->arrive_and_wait();
         {
             std::unique_lock lock(turn_mutex_);

@@ -309,6 +309,9 @@ public:
     task_promise_base& operator=(const task_promise_base&) = delete;
     ~task_promise_base() {
         if (away_) {  // a frame destroyed while its way home is queued there takes it out
+            // (Still in home's inbox: only at a runtime's teardown, when every loop is
+            // stopped and frames are destroyed one loop at a time, so home is idle.)
+            if (away_->sent && !away_->delivered) away_->home->collect_inbox();
             away_->home->unqueue(*away_);
             delete away_;
         }
@@ -339,6 +342,8 @@ private:
         away_->continuation = continuation_;
         away_->res = 0;
         away_->send = {away_, away_->home, nullptr, nullptr, nullptr};
+        away_->sent = true;
+        away_->delivered = false;
         env.loop->send_later(away_->send);
         return std::noop_coroutine();
     }

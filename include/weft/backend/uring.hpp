@@ -455,9 +455,35 @@ public:
         io_uring_prep_msg_ring(sqe, target.ring_.ring_fd, 0, msg_tag, 0);
         sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;  // the sender hears only of a failure
         io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uint64_t>(&target) | msg_failed_bits);
-        [[maybe_unused]] int r = io_uring_submit(&ring_);
+        int r = io_uring_submit(&ring_);
         WEFT_TRACE_LINE("io_uring_enter: submit MSG_RING to ring fd %d -> %s", target.ring_.ring_fd, WEFT_TRACE_RES(r));
-        return true;
+        // Not submitted (the completion queue is backed up): the caller writes the eventfd.
+        // The message goes with this ring's next submission, a spare wake-up.
+        return r > 0;
+    }
+
+    /// Cancels everything this ring has in the kernel and reaps the completions, on the
+    /// loop's own thread: the operations settle into the loop's ready queue (completed,
+    /// not resumed). A runtime calls it on every loop before any task is destroyed, since
+    /// a task that moved between loops may be destroyed on another loop's thread, which
+    /// must then find its operations settled and never enter this ring (a ring is used
+    /// only from its own thread: SINGLE_ISSUER, and a registered ring fd is per thread).
+    /// Bounded: at most about a second for requests the kernel cannot cancel at once.
+    void quiesce() noexcept {
+        quiesced_ = true;  // the wake-up poll, cancelled too, stays off (wake() still writes the eventfd)
+        for (int quiet = 0, round = 0; quiet < 2 && round < 50; ++round) {
+            io_uring_sqe* sqe = get_sqe();
+            io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+            io_uring_sqe_set_data64(sqe, internal_tag);
+            // (Some operations resubmit their rest when a partial result arrives: each
+            // round cancels again, until two rounds in a row bring no completion.)
+            const unsigned before = reaped_;
+            __kernel_timespec ts{0, 20'000'000};
+            io_uring_cqe* cqe = nullptr;
+            (void)io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+            reap();
+            quiet = reaped_ == before + 1 ? quiet + 1 : 0;  // only the cancel's own completion
+        }
     }
 
     /// Interrupts `wait` from any thread or signal handler (an eventfd the ring polls).
@@ -1554,6 +1580,7 @@ private:
             }
             if (n == 0) break;
             io_uring_cq_advance(&ring_, n);
+            reaped_ += n;
             // Where each receive's bytes start, in the order the kernel filled the buffers:
             // for the whole batch before any is handled, since handling one may reap the
             // next batch.
@@ -1576,7 +1603,7 @@ private:
                 } else if (c.tag == wake_tag) {
                     std::uint64_t value;
                     [[maybe_unused]] long r = sys::read(wake_fd_, &value, sizeof value);
-                    if (!(c.flags & IORING_CQE_F_MORE)) arm_wake();  // the kernel ended the multishot
+                    if (!(c.flags & IORING_CQE_F_MORE) && !quiesced_) arm_wake();  // the kernel ended the multishot
                 } else if (c.tag == msg_tag) {
                     // another loop's wake-up: this iteration looks at its inbox anyway
                 } else if ((c.tag & 7) == msg_failed_bits && c.tag != LIBURING_UDATA_TIMEOUT) {
@@ -1625,6 +1652,8 @@ private:
     io_uring ring_{};
     feature_set features_;
     int wake_fd_ = -1;
+    unsigned reaped_ = 0;                                 ///< completions reaped so far (quiesce() watches it move)
+    bool quiesced_ = false;                               ///< quiesce() ran: the loop is being torn down
     detail::fd_table<fd_slot> slots_;                     ///< per fd: busy bits and generation
     std::vector<std::unique_ptr<multishot>> multishots_;  ///< multishot accept/recv state, per fd
     std::vector<std::unique_ptr<multishot>> closing_;     ///< detached states the kernel still refers to
