@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -89,6 +90,12 @@ std::uint16_t free_port() {
 
 template <class B>
 constexpr bool threaded = B::kind == weft::backend_kind::blocking;
+
+/// The calling thread's id, from the kernel. Not std::this_thread::get_id(): that is
+/// pthread_self(), which glibc declares `const`, so clang may compute it once for a whole
+/// coroutine and give the thread it started on after the coroutine moved (it did, at -O1
+/// under ASan: a task that had moved reported its old thread).
+inline long thread_now() noexcept { return ::syscall(SYS_gettid); }
 
 /// A task that owns the lambda `f` and awaits what it returns. A coroutine lambda's
 /// body reads its captures through the closure, so a closure that is a temporary of
@@ -388,20 +395,20 @@ TEMPLATE_TEST_CASE("runtime: switch_to moves a task, and its awaiter resumes on 
     using B = TestType;
     WEFT_REQUIRE_BACKEND(B);
     weft::runtime<B> rt({.threads = 2});
-    std::thread::id parent_before, child_there, parent_after;
+    long parent_before = 0, child_there = 0, parent_after = 0;
     int child_result = 0;
     std::string caught;
     REQUIRE(rt.spawn_on(0, call([&]() -> weft::task<void> {
-                            parent_before = std::this_thread::get_id();
+                            parent_before = thread_now();
                             auto child = [&]() -> weft::task<int> {
                                 auto r = co_await weft::switch_to(rt.at(1));
                                 if (!r) co_return -1;
-                                child_there = std::this_thread::get_id();
+                                child_there = thread_now();
                                 (void)co_await weft::sleep_for(1ms);  // a timer on the new loop
                                 co_return 42;
                             };
                             child_result = co_await child();
-                            parent_after = std::this_thread::get_id();
+                            parent_after = thread_now();
                             auto thrower = [&]() -> weft::task<void> {
                                 (void)co_await weft::switch_to(rt.at(1));
                                 throw std::runtime_error("thrown on loop 1");
@@ -430,7 +437,7 @@ TEMPLATE_TEST_CASE("runtime: a connection moved to another loop keeps its bytes 
     const std::vector<char> data = pattern(1 << 20, 7);
     std::vector<char> got;
     std::error_code busy, moved_error;
-    std::thread::id read_on_before, read_on_after;
+    long read_on_before = 0, read_on_after = 0;
     std::atomic<std::uint16_t> port{0};
     std::atomic<bool> send_now{false};
     REQUIRE(rt.spawn_on(0, call([&]() -> weft::task<void> {
@@ -457,7 +464,7 @@ TEMPLATE_TEST_CASE("runtime: a connection moved to another loop keeps its bytes 
                                 if (!n || *n == 0) co_return;
                                 got.insert(got.end(), buf.begin(), buf.begin() + static_cast<long>(*n));
                             }
-                            read_on_before = std::this_thread::get_id();
+                            read_on_before = thread_now();
                             // The listener belongs to loop 0: closed here, not by the frame's end on loop 1 (a
                             // socket is used only from its own loop's thread; TSan caught this test's first
                             // version closing it from loop 1 while loop 0 watched it).
@@ -467,7 +474,7 @@ TEMPLATE_TEST_CASE("runtime: a connection moved to another loop keeps its bytes 
                                 moved_error = moved.error();
                                 co_return;
                             }
-                            read_on_after = std::this_thread::get_id();
+                            read_on_after = thread_now();
                             weft::tcp_stream<B> there = std::move(*moved);
                             for (;;) {
                                 auto n = co_await there.read_some(buf);

@@ -413,8 +413,10 @@ private:
     /// The slot of the loop the calling thread runs (set by thread_main).
     static inline thread_local slot* this_thread_slot_ = nullptr;
 
-    /// The slot of the calling thread's loop, if it is one of this runtime's.
-    const slot* current_slot() const noexcept {
+    /// The slot of the calling thread's loop, if it is one of this runtime's. Out of
+    /// line: inlined into a coroutine, clang may compute a thread_local's address once for
+    /// the whole body, and a task that moved to another loop would read its old thread's.
+    [[gnu::noinline]] const slot* current_slot() const noexcept {
         const slot* s = this_thread_slot_;
         return s && s->owner == this ? s : nullptr;
     }
