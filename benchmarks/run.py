@@ -235,17 +235,19 @@ def parse_load(line):
     return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
 
 
-def load_cmd(port, conns, size, depth, *extra):
-    return ["taskset", "-c", "1", str(BUILD / "benchmarks/echo_load"), "--port", str(port), "--connections",
+def load_cmd(port, conns, size, depth, *extra, cpus="1"):
+    return ["taskset", "-c", cpus, str(BUILD / "benchmarks/echo_load"), "--port", str(port), "--connections",
             str(conns), "--size", str(size), "--depth", str(depth), *extra]
 
 
-def timed_run(server, cell, seconds, warmup):
-    """One measured run; returns a dict of figures, or raises RuntimeError."""
+def timed_run(server, cell, seconds, warmup, server_cpus="0", load_cpus="1"):
+    """One measured run; returns a dict of figures (and the server's stdout), or raises
+    RuntimeError."""
     conns, size, depth = cell
-    srv = Running(server.argv)
+    srv = Running(server.argv, cpus=server_cpus)
     try:
-        cmd = load_cmd(srv.port, conns, size, depth, "--seconds", str(seconds), "--warmup", str(warmup))
+        cmd = load_cmd(srv.port, conns, size, depth, "--seconds", str(seconds), "--warmup", str(warmup),
+                       cpus=load_cpus)
         load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         t0 = w0 = None
         result = None
@@ -267,11 +269,12 @@ def timed_run(server, cell, seconds, warmup):
             sys_us_per_msg=system * 1e6 / msgs,
             server_cpu_pct=100.0 * (user + system) / max(w1 - w0, 1e-9),
         )
-        return result
     finally:
         status = srv.stop()
         if status not in (0, None):
             log(f"   warning: {server.name} exited with {status} on SIGTERM")
+    result["server_stdout"] = srv.stdout()  # (complete once the server has exited)
+    return result
 
 
 # Library options measured on and off: (backend, option) -> (echo_server arguments for
@@ -785,30 +788,12 @@ SPREAD_CONNECTIONS = 10000
 
 def threads_run(backend, loops, cell, seconds, warmup):
     """One echo run of `echo_server --threads LOOPS`, server and load both on CPUs 0-1."""
-    conns, size, depth = cell
-    srv = Running([str(BUILD / "benchmarks/echo_server"), "--backend", backend, "--threads", str(loops)], cpus="0,1")
-    try:
-        cmd = ["taskset", "-c", "0,1", *load_cmd(srv.port, conns, size, depth, "--seconds", str(seconds), "--warmup",
-                                                 str(warmup))[3:]]
-        load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        t0 = t1 = result = None
-        for line in load.stdout:
-            if line.startswith("window"):
-                t0, w0 = srv.ticks(), time.monotonic()
-            elif line.startswith("msgs="):
-                t1, w1 = srv.ticks(), time.monotonic()
-                result = parse_load(line)
-        err = load.stderr.read()
-        if load.wait() != 0 or result is None or t0 is None:
-            raise RuntimeError("echo_load failed: " + (err.strip().splitlines() or ["no result"])[-1])
-    finally:
-        status = srv.stop()
-    msgs = max(result["msgs"], 1)
-    cpu = ((t1[0] - t0[0]) + (t1[1] - t0[1])) / HZ
-    m = re.search(r"^loops connections=(\S+)", srv.stdout(), re.M)
-    return {"msgs_per_s": result["msgs_per_s"], "cpu_us_per_msg": cpu * 1e6 / msgs,
-            "server_cpu_pct": 100.0 * cpu / max(w1 - w0, 1e-9), "per_loop": m.group(1) if m else "-",
-            "status": status}
+    server = Server(f"{backend} on {loops} loop(s)", "weft",
+                    [str(BUILD / "benchmarks/echo_server"), "--backend", backend, "--threads", str(loops)])
+    r = timed_run(server, cell, seconds, warmup, server_cpus="0,1", load_cpus="0,1")
+    m = re.search(r"^loops connections=(\S+)", r["server_stdout"], re.M)
+    r["per_loop"] = m.group(1) if m else "-"
+    return r
 
 
 def measure_threads(servers, args, seconds):
